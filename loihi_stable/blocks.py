@@ -1,0 +1,73 @@
+"""SLAYER blocks built on the project's LIF/DLIF neurons.
+
+They reuse slayer's block machinery (synapse with the 8-bit quantizing
+``pre_hook_fx``, ``export_hdf5``) but switch off slayer's in-model step delay:
+the float model computes the paper's T-step dynamics and the Lava runner
+accounts for the one-step-per-layer delay instead.
+"""
+from __future__ import annotations
+
+import torch
+from lava.lib.dl.slayer.block import base
+from lava.lib.dl.slayer.synapse import layer as synapse
+
+from . import fixed_point as fx
+from .neurons import NEURONS, DLIF
+
+READOUT_NEURON = {"type": "CUBA", "iDecay": fx.DECAY_UNITY, "vDecay": 0,
+                  "vThMant": fx.MAX_VTH_MANT, "refDelay": 1, "gradedSpike": False}
+
+
+class SpikingDense(base.AbstractDense):
+    """Dense synapse -> LIF/DLIF. ``analog_input`` marks the first layer, fed graded pixels."""
+
+    def __init__(self, neuron: DLIF, in_neurons: int, out_neurons: int,
+                 analog_input: bool = False, weight_scale: float = 1.0):
+        super().__init__(None, in_neurons, out_neurons, weight_scale=weight_scale,
+                         pre_hook_fx=neuron.quantize_8bit, delay_shift=False)
+        self.neuron = neuron
+        self.neuron.shape = torch.Size([out_neurons])
+        self.synapse = synapse.Dense(**self.synapse_params)
+        del self.synapse_params
+        self.analog_input = analog_input
+
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        """Synaptic input current I[t] = W s[t] on the chip's grid."""
+        current = self.synapse(x)
+        return fx.floor_to_input_grid(current) if self.analog_input else current
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neuron(self.current(x))
+
+
+class Readout(torch.nn.Module):
+    """Non-spiking dense readout; on the chip a perfect integrator that never fires.
+
+    logits[t] = W_q s[t]; the prediction is argmax of their sum (the mean over time).
+    """
+
+    def __init__(self, in_neurons: int, out_neurons: int, weight_scale: float = 1.0):
+        super().__init__()
+        self._quantizer = DLIF(timesteps=1, learn_leak_scale=False)  # holds quantize_8bit
+        self.synapse = synapse.Dense(in_neurons, out_neurons, weight_scale=weight_scale,
+                                     pre_hook_fx=self._quantizer.quantize_8bit)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        return self.synapse(spikes)
+
+    def export_hdf5(self, handle) -> None:
+        weight = self.synapse.pre_hook_fx(self.synapse.weight, descale=True)
+        handle.create_dataset("type", (1,), "S10", [b"dense"])
+        handle.create_dataset("shape", data=[self.synapse.out_channels])
+        handle.create_dataset("inFeatures", data=self.synapse.in_channels)
+        handle.create_dataset("outFeatures", data=self.synapse.out_channels)
+        handle.create_dataset("weight", data=weight.reshape(weight.shape[:2]).detach().cpu().numpy())
+        for key, value in READOUT_NEURON.items():
+            handle.create_dataset(f"neuron/{key}", data=value)
+
+
+def make_neuron(kind: str, timesteps: int, leak: float, threshold: float) -> DLIF:
+    try:
+        return NEURONS[kind](threshold=threshold, leak=leak, timesteps=timesteps)
+    except KeyError:
+        raise ValueError(f"unknown neuron '{kind}': choose one of {sorted(NEURONS)}") from None

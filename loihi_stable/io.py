@@ -1,0 +1,69 @@
+"""Atomic file writes and safe checkpoint loading."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+CHECKPOINT_FORMAT = "loihi-stable-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise UserError(f"output folder '{path.parent}' does not exist: create it or choose another path")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def checkpoint_from_bytes(data: bytes, source: str) -> dict:
+    return _validated(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), source)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' not found: pass the .pt file written by 'loihi-stable train --out'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"'{path}' is not a loihi-stable checkpoint (unreadable by torch.load): "
+                        "pass the .pt file written by 'loihi-stable train --out'") from None
+    return _validated(payload, str(path))
+
+
+def _validated(payload, source: str) -> dict:
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"'{source}' is a torch file but not a loihi-stable checkpoint: "
+                        "pass the .pt file written by 'loihi-stable train --out'")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"'{source}' has checkpoint version {payload.get('version')}, this loihi-stable "
+                        f"reads version {CHECKPOINT_VERSION}: retrain or upgrade loihi-stable")
+    return payload

@@ -1,0 +1,130 @@
+"""LIF and DLIF neurons on lava-dl SLAYER's neuron machinery.
+
+DLIF (Ding et al., ICML 2024) scales the leak by a trainable a[t] per layer and
+time step: v[t] = lambda*a[t]*u[t-1] + I[t]. LIF is the same neuron with a[t] = 1
+frozen. Both spike on v > threshold (strict, as Loihi), reset hard to 0, use the
+triangle surrogate, and update the voltage with Loihi's integer arithmetic so the
+exported CUBA neuron reproduces them spike for spike.
+"""
+from __future__ import annotations
+
+import torch
+from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
+
+from . import fixed_point as fx
+
+
+class TriangleSpike(torch.autograd.Function):
+    """Heaviside(v - threshold) with dS/dv = max(0, width - |v - threshold|) / width^2."""
+
+    @staticmethod
+    def forward(ctx, voltage, threshold, width):
+        ctx.save_for_backward(voltage)
+        ctx.threshold, ctx.width = threshold, width
+        return (voltage > threshold).to(voltage.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (voltage,) = ctx.saved_tensors
+        width = ctx.width
+        surrogate = (width - (voltage - ctx.threshold).abs()).clamp(min=0) / width**2
+        return grad_output * surrogate, None, None
+
+
+def triangle_spike(voltage: torch.Tensor, threshold: float, width: float = 1.0) -> torch.Tensor:
+    return TriangleSpike.apply(voltage, threshold, width)
+
+
+class DLIF(SlayerNeuron):
+    """Dynamic LIF with a per-timestep leak scaling a[t] (init 1), exported as a CUBA neuron.
+
+    Input and output use slayer's layout: (batch, features..., time).
+    """
+
+    neuron_type = "dlif"
+
+    def __init__(self, threshold: float = 1.0, leak: float = 0.99, timesteps: int = 8,
+                 surrogate_width: float = 1.0, learn_leak_scale: bool = True):
+        super().__init__(threshold=threshold, p_scale=fx.DECAY_UNITY, w_scale=fx.WEIGHT_SCALE,
+                         s_scale=fx.STATE_SCALE, persistent_state=False,
+                         requires_grad=learn_leak_scale)
+        if not 0.0 < leak <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {leak}")
+        self.leak = float(leak)
+        self.timesteps = int(timesteps)
+        self.surrogate_width = float(surrogate_width)
+        scale = torch.ones(self.timesteps)
+        if learn_leak_scale:
+            self.leak_scale = torch.nn.Parameter(scale)
+        else:
+            self.register_buffer("leak_scale", scale)
+        self.record = False
+        self.recording: dict[str, torch.Tensor] = {}
+
+    # --- parameters as the chip sees them -------------------------------------------
+    def effective_decay(self) -> torch.Tensor:
+        """lambda*a[t] on the 12-bit grid, clamped to [1/4096, 1] (trained as shipped)."""
+        return fx.quantize_decay(self.leak * self.leak_scale)
+
+    def dv_schedule(self) -> torch.Tensor:
+        """Integer voltage decay per time step, as exported (dv[0] acts on u[-1] = 0)."""
+        with torch.no_grad():
+            return fx.decay_to_dv(self.leak * self.leak_scale).long()
+
+    def clamp(self) -> None:
+        """Keep a[t] where lambda*a[t] is representable (call after each optimizer step)."""
+        if isinstance(self.leak_scale, torch.nn.Parameter):
+            with torch.no_grad():
+                self.leak_scale.clamp_(1.0 / (fx.DECAY_UNITY * self.leak), 1.0 / self.leak)
+
+    @property
+    def device_params(self) -> dict:
+        dv = self.dv_schedule().cpu().numpy()
+        # stock NetX reads one vDecay: the schedule's typical value (exact for LIF)
+        typical = int(round(float(dv[1:].mean()))) if len(dv) > 1 else int(dv[0])
+        params = {"type": "CUBA", "iDecay": fx.DECAY_UNITY, "vDecay": typical,
+                  "vThMant": self.v_th_mant, "refDelay": 1, "gradedSpike": False}
+        if self.neuron_type == "dlif":
+            params["vDecaySchedule"] = dv.astype("int32")  # ignored by stock NetX
+        return params
+
+    @property
+    def device(self):
+        return self.leak_scale.device
+
+    # --- dynamics -------------------------------------------------------------------
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        steps = current.shape[-1]
+        if steps > self.timesteps:
+            raise ValueError(f"neuron built for {self.timesteps} time steps, got {steps}")
+        if self.shape is None:
+            self.shape = current.shape[1:-1]
+        decay = self.effective_decay()
+        dv = fx.decay_to_dv(decay.detach())
+        u = torch.zeros_like(current[..., 0])
+        spikes, voltages = [], []
+        for t in range(steps):
+            v_smooth = decay[t] * u + current[..., t]
+            v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], current[..., t].detach()), v_smooth)
+            s = triangle_spike(v, self.threshold, self.surrogate_width)
+            u = v * (1.0 - s)
+            spikes.append(s)
+            if self.record:
+                voltages.append(v)
+        out = torch.stack(spikes, dim=-1)
+        if self.record:
+            self.recording = {"current": current, "voltage": torch.stack(voltages, -1), "spike": out}
+        return out
+
+
+class LIF(DLIF):
+    """Leaky integrate-and-fire: DLIF with a[t] frozen at 1."""
+
+    neuron_type = "lif"
+
+    def __init__(self, threshold: float = 1.0, leak: float = 0.99, timesteps: int = 8,
+                 surrogate_width: float = 1.0):
+        super().__init__(threshold, leak, timesteps, surrogate_width, learn_leak_scale=False)
+
+
+NEURONS = {"lif": LIF, "dlif": DLIF}

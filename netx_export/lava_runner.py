@@ -1,0 +1,175 @@
+"""Build a Lava network from an exported HDF5 file and run it on Loihi2SimCfg (or Loihi 2).
+
+Inputs reach the chip as graded spikes carrying round(64*pixel); the first synapse
+right-shifts its sum by 6 so its current equals the float model's, bit for bit.
+Samples stream back to back: each layer resets at the start of its own window of
+T steps (layer l lags the input by l+2 steps), so no flush steps are needed
+between samples. The prediction is the argmax of the readout voltage, a perfect
+integrator of W s[t], read with a Lava Monitor at the end of each window.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from loihi_stable import fixed_point as fx
+from loihi_stable.errors import UserError
+from loihi_stable.io import checkpoint_from_bytes
+
+from netx_export.export import EXTENSION_GROUP, FORMAT_VERSION
+
+BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
+FIRST_LAYER_LAG = 2  # step at which layer 0 integrates frame 0 (1-based Lava time)
+
+
+@dataclass
+class LayerSpec:
+    weight: np.ndarray           # (out, in) even ints in [-256, 254]
+    neuron: dict                 # CUBA device parameters
+    dv_schedule: np.ndarray | None
+
+
+@dataclass
+class NetSpec:
+    path: Path
+    layers: list[LayerSpec]
+    timesteps: int
+    input_scale: int
+    input_message_bits: int
+    input_weight_exp: int
+    dataset: str
+    neuron: str
+    checkpoint: dict
+
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].weight.shape[1]
+
+
+def read_netx(path: str | Path) -> NetSpec:
+    """Parse and validate an exported file; any defect is a one-line UserError."""
+    path = Path(path)
+    fix = "re-export it with 'loihi-stable export --to netx model.pt'"
+    if not path.is_file():
+        raise UserError(f"network file '{path}' not found: {fix}")
+    if not h5py.is_hdf5(path):
+        raise UserError(f"'{path}' is not an HDF5 file: {fix}")
+    try:
+        with h5py.File(path, "r") as handle:
+            if "layer" not in handle or EXTENSION_GROUP not in handle:
+                raise UserError(f"'{path}' is HDF5 but not a loihi-stable NetX export: {fix}")
+            meta = dict(handle[EXTENSION_GROUP].attrs)
+            if int(meta.get("format_version", -1)) != FORMAT_VERSION:
+                raise UserError(f"'{path}' has format version {meta.get('format_version')}, "
+                                f"expected {FORMAT_VERSION}: {fix}")
+            layers = []
+            for i in range(len(handle["layer"])):
+                group = handle["layer"][str(i)]
+                neuron = {k: group["neuron"][k][()] for k in group["neuron"] if k != "vDecaySchedule"}
+                schedule = group["neuron"].get("vDecaySchedule")
+                layers.append(LayerSpec(np.asarray(group["weight"][()], dtype=np.int32), neuron,
+                                        None if schedule is None else np.asarray(schedule[()])))
+            checkpoint = checkpoint_from_bytes(handle[EXTENSION_GROUP]["checkpoint"][()].tobytes(), str(path))
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise UserError(f"'{path}' is damaged or truncated ({type(err).__name__}): {fix}") from None
+    return NetSpec(path, layers, int(meta["timesteps"]), int(meta["input_scale"]),
+                   int(meta["input_message_bits"]), int(meta["input_weight_exp"]),
+                   str(meta["dataset"]), str(meta["neuron"]), checkpoint)
+
+
+def input_payload(x: np.ndarray, input_scale: int) -> np.ndarray:
+    """Pixels in [0, 1] -> graded spike payloads (what the float model's quantize_input sees)."""
+    return np.round(np.clip(x, 0.0, 1.0) * input_scale).astype(np.int32)
+
+
+def run_config(backend: str):
+    """Lava run configuration for ``backend``; a clear error where it cannot run here."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    from netx_export.dlif_process import DLIFReset, PyDLIFResetModelBitAcc
+
+    if backend == "Loihi2HwCfg":
+        from lava.utils import loihi
+
+        if not loihi.is_installed():
+            raise UserError("Loihi2HwCfg needs Intel's Loihi 2 libraries (lava-loihi, available to INRC "
+                            "members), which are not installed: use --backend Loihi2SimCfg")
+        from lava.magma.core.run_configs import Loihi2HwCfg
+
+        return Loihi2HwCfg()
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    return Loihi2SimCfg(select_tag="fixed_pt",
+                        exception_proc_model_map={DLIFReset: PyDLIFResetModelBitAcc})
+
+
+def _build_layers(spec: NetSpec):
+    from lava.lib.dl.netx.blocks.process import Dense
+    from lava.lib.dl.netx.utils import optimize_weight_bits
+    from lava.proc.lif.process import LIFReset
+
+    from netx_export.dlif_process import DLIFReset
+
+    blocks = []
+    for i, layer in enumerate(spec.layers):
+        weight, bits, exponent, sign_mode = optimize_weight_bits(layer.weight)
+        params = {"neuron_proc": LIFReset, "vth": int(layer.neuron["vThMant"]),
+                  "du": int(layer.neuron["iDecay"]) - 1, "dv": int(layer.neuron["vDecay"]),
+                  "bias_exp": 6, "num_message_bits": 0, "reset_interval": spec.timesteps,
+                  "reset_offset": (FIRST_LAYER_LAG + i) % spec.timesteps}
+        if layer.dv_schedule is not None:
+            params.update(neuron_proc=DLIFReset, dv_schedule=layer.dv_schedule)
+        blocks.append(Dense(shape=(weight.shape[0],), neuron_params=params, weight=weight,
+                            num_weight_bits=bits, sign_mode=sign_mode,
+                            weight_exponent=exponent + (spec.input_weight_exp if i == 0 else 0),
+                            input_message_bits=spec.input_message_bits if i == 0 else 0))
+        if i:
+            blocks[i - 1].out.connect(blocks[i].inp)
+    return blocks
+
+
+def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
+                progress: bool = True, chunk_samples: int = 32) -> np.ndarray:
+    """Run samples ``x`` (N, features) in [0, 1]; returns the readout voltage (N, classes) in chip units."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.monitor.process import Monitor
+
+    cfg = run_config(backend)
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if x.shape[1] != spec.in_features:
+        raise UserError(f"inputs have {x.shape[1]} features, the network expects {spec.in_features}")
+    n, steps_per = len(x), spec.timesteps
+    depth = len(spec.layers)
+    total = n * steps_per + depth + FIRST_LAYER_LAG
+    frames = np.zeros((spec.in_features, total), dtype=np.int32)
+    frames[:, : n * steps_per] = np.repeat(input_payload(x, spec.input_scale).T, steps_per, axis=1)
+
+    blocks = _build_layers(spec)
+    source = RingBuffer(data=frames)
+    source.s_out.connect(blocks[0].inp)
+    monitor = Monitor()
+    monitor.probe(blocks[-1].neuron.v, total)
+    bar = tqdm(total=n, desc=f"lava {backend}", unit="sample", disable=not progress)
+    try:
+        done = 0
+        while done < total:
+            step = min(chunk_samples * steps_per, total - done)
+            source.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
+            done += step
+            bar.update(min(n, done // steps_per) - bar.n)
+        trace = next(iter(monitor.get_data().values()))["v"]  # (total, classes)
+    finally:
+        bar.close()
+        source.stop()
+    # the readout (layer depth-1) integrates frame T-1 of sample k at 1-based step
+    # k*T + (T-1) + FIRST_LAYER_LAG + depth-1; the monitor's row r holds step r+1
+    ends = np.arange(n) * steps_per + steps_per - 1 + FIRST_LAYER_LAG + depth - 1 - 1
+    return np.asarray(trace[ends], dtype=np.int64)
