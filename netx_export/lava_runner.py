@@ -93,7 +93,7 @@ def run_config(backend: str):
     """Lava run configuration for ``backend``; a clear error where it cannot run here."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
-    from netx_export.dlif_process import DLIFReset, PyDLIFResetModelBitAcc
+    from netx_export.lava_processes.dlif import DLIFReset, PyDLIFResetModelBitAcc
 
     if backend == "Loihi2HwCfg":
         from lava.utils import loihi
@@ -115,7 +115,7 @@ def _build_layers(spec: NetSpec):
     from lava.lib.dl.netx.utils import optimize_weight_bits
     from lava.proc.lif.process import LIFReset
 
-    from netx_export.dlif_process import DLIFReset
+    from netx_export.lava_processes.dlif import DLIFReset
 
     blocks = []
     for i, layer in enumerate(spec.layers):
@@ -135,9 +135,32 @@ def _build_layers(spec: NetSpec):
     return blocks
 
 
+@dataclass
+class ChipRun:
+    """Readout voltage per sample (chip units) and, if probed, every layer's state per step."""
+
+    readout: np.ndarray                        # (N, classes)
+    spikes: list[np.ndarray] | None = None     # per spiking layer (N, neurons, T)
+    voltage: list[np.ndarray] | None = None    # per spiking layer (N, neurons, T), after reset
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.readout.argmax(1)
+
+
+def _sample_rows(n: int, timesteps: int, layer: int) -> np.ndarray:
+    """Monitor rows (N, T) where ``layer`` integrates frame t of sample k.
+
+    Layer l integrates frame t of sample k at 1-based step k*T + t + LAG + l; row = step - 1.
+    """
+    return (np.arange(n)[:, None] * timesteps + np.arange(timesteps)[None, :]
+            + FIRST_LAYER_LAG + layer - 1)
+
+
 def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
-                progress: bool = True, chunk_samples: int = 32) -> np.ndarray:
-    """Run samples ``x`` (N, features) in [0, 1]; returns the readout voltage (N, classes) in chip units."""
+                progress: bool = True, probe_layers: bool = False,
+                chunk_samples: int = 32) -> ChipRun:
+    """Run samples ``x`` (N, features) in [0, 1] through Lava, streaming them back to back."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
@@ -146,30 +169,47 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     if x.shape[1] != spec.in_features:
         raise UserError(f"inputs have {x.shape[1]} features, the network expects {spec.in_features}")
-    n, steps_per = len(x), spec.timesteps
+    n, steps = len(x), spec.timesteps
     depth = len(spec.layers)
-    total = n * steps_per + depth + FIRST_LAYER_LAG
+    total = n * steps + depth + FIRST_LAYER_LAG
     frames = np.zeros((spec.in_features, total), dtype=np.int32)
-    frames[:, : n * steps_per] = np.repeat(input_payload(x, spec.input_scale).T, steps_per, axis=1)
+    frames[:, : n * steps] = np.repeat(input_payload(x, spec.input_scale).T, steps, axis=1)
 
     blocks = _build_layers(spec)
     source = RingBuffer(data=frames)
     source.s_out.connect(blocks[0].inp)
-    monitor = Monitor()
-    monitor.probe(blocks[-1].neuron.v, total)
+    readout_monitor = Monitor()
+    readout_monitor.probe(blocks[-1].neuron.v, total)
+    layer_monitors = []
+    if probe_layers:
+        for block in blocks[:-1]:
+            v_mon, s_mon = Monitor(), Monitor()
+            v_mon.probe(block.neuron.v, total)
+            s_mon.probe(block.neuron.s_out, total)
+            layer_monitors.append((v_mon, s_mon))
     bar = tqdm(total=n, desc=f"lava {backend}", unit="sample", disable=not progress)
     try:
         done = 0
         while done < total:
-            step = min(chunk_samples * steps_per, total - done)
+            step = min(chunk_samples * steps, total - done)
             source.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
             done += step
-            bar.update(min(n, done // steps_per) - bar.n)
-        trace = next(iter(monitor.get_data().values()))["v"]  # (total, classes)
+            bar.update(min(n, done // steps) - bar.n)
+        readout = _monitored(readout_monitor, "v")
+        traces = [(_monitored(v, "v"), _monitored(s, "s_out")) for v, s in layer_monitors]
     finally:
         bar.close()
         source.stop()
-    # the readout (layer depth-1) integrates frame T-1 of sample k at 1-based step
-    # k*T + (T-1) + FIRST_LAYER_LAG + depth-1; the monitor's row r holds step r+1
-    ends = np.arange(n) * steps_per + steps_per - 1 + FIRST_LAYER_LAG + depth - 1 - 1
-    return np.asarray(trace[ends], dtype=np.int64)
+    last = _sample_rows(n, steps, depth - 1)[:, -1]
+    run = ChipRun(np.asarray(readout[last], dtype=np.int64))
+    if probe_layers:
+        rows = [_sample_rows(n, steps, layer) for layer in range(depth - 1)]
+        run.voltage = [v[r].transpose(0, 2, 1).astype(np.int64) for (v, _), r in zip(traces, rows)]
+        run.spikes = [s[r].transpose(0, 2, 1).astype(np.int64) for (_, s), r in zip(traces, rows)]
+    return run
+
+
+def _monitored(monitor, var_name: str) -> np.ndarray:
+    """(steps, neurons) array a Monitor recorded."""
+    (data,) = monitor.get_data().values()
+    return np.asarray(data[var_name]).reshape(len(data[var_name]), -1)

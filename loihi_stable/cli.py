@@ -1,0 +1,164 @@
+"""``loihi-stable``: train robust SNNs, export them to NetX and run them on Loihi."""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Robust stable spiking neural networks, from training to Loihi.")
+
+
+def parse_eps(text: str) -> float:
+    """'8/255' or '0.031' -> a fraction in [0, 1]."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"cannot read eps '{text}': write a fraction like 8/255 or a number like 0.03") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"eps {text} = {value:.4g} is outside [0, 1]: inputs are in [0, 1], use e.g. 8/255")
+    return value
+
+
+def friendly_errors(command):
+    """Turn UserError into one line on stderr and exit code 2 (no traceback)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; no output was written", err=True)
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+@app.command()
+@friendly_errors
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt)."),
+    dataset: str = typer.Option("digits", help="Data set: digits (embedded)."),
+    neuron: str = typer.Option("dlif", help="Spiking neuron: dlif or lif."),
+    perturb: str = typer.Option("rfgsm", help="Training perturbation: none, gaussian or rfgsm."),
+    rho: float = typer.Option(1.0, help="Weight of the MS-MPPD term."),
+    chi: float = typer.Option(0.5, help="Mixup weight of the clean cross-entropy."),
+    epochs: int = typer.Option(30, help="Training epochs."),
+    timesteps: int = typer.Option(8, help="Time steps T (direct encoding)."),
+    hidden: str = typer.Option("128,64", help="Hidden layer sizes, comma separated."),
+    leak: float = typer.Option(0.99, help="Leak lambda of LIF/DLIF."),
+    lr: float = typer.Option(0.1, help="SGD learning rate (cosine decay)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Train a LIF/DLIF SNN with MS-MPPD (mixup CE + rho * MS-MPPD) on a data set."""
+    import torch
+
+    from .data import load_dataset
+    from .io import save_checkpoint
+    from .models import ModelConfig, build_model
+    from .neurons import NEURONS
+    from .training import TrainConfig, accuracy
+    from .training import train as run_training
+
+    if neuron not in NEURONS:
+        raise UserError(f"unknown neuron '{neuron}': choose one of {', '.join(sorted(NEURONS))}")
+    if timesteps < 1:
+        raise UserError(f"--timesteps must be at least 1, got {timesteps}")
+    try:
+        sizes = [int(h) for h in hidden.split(",") if h.strip()]
+    except ValueError:
+        raise UserError(f"cannot read --hidden '{hidden}': give sizes like 128,64") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError("--hidden needs at least one positive layer size, e.g. 128,64")
+    if not out.parent.exists():
+        raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another --out")
+    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, epochs=epochs, lr=lr, seed=seed)
+    train_set, test_set = load_dataset(dataset)
+    torch.manual_seed(seed)
+    model_cfg = ModelConfig(in_features=train_set.x.shape[1], hidden=sizes,
+                            classes=int(train_set.y.max()) + 1, neuron=neuron, timesteps=timesteps, leak=leak)
+    model = build_model(model_cfg)
+    start = time.perf_counter()
+    history = run_training(model, train_set, train_cfg, progress=not quiet)
+    seconds = time.perf_counter() - start
+    clean = accuracy(model, test_set)
+    save_checkpoint(out, {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
+                          "state_dict": model.state_dict(), "history": history,
+                          "metrics": {"clean_test_accuracy": clean, "train_seconds": seconds}})
+    typer.echo(f"trained {neuron.upper()} {model_cfg.in_features}-{'-'.join(map(str, sizes))}-"
+               f"{model_cfg.classes}, T={timesteps}, perturb={perturb}, rho={rho} on {dataset} "
+               f"in {seconds:.1f}s: clean test accuracy {clean:.4f} ({len(test_set)} samples) -> {out}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
+    to: str = typer.Option("netx", "--to", help="Export format: netx."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: <checkpoint>.net)."),
+):
+    """Export a checkpoint to NetX HDF5 with Loihi fixed-point quantization."""
+    if to != "netx":
+        raise UserError(f"unknown export format '{to}': only 'netx' is supported")
+    from netx_export.export import export_checkpoint
+
+    output = output or checkpoint.with_suffix(".net")
+    export_checkpoint(checkpoint, output)
+    typer.echo(f"exported {checkpoint} -> {output} (NetX HDF5)")
+
+
+@app.command()
+@friendly_errors
+def run(
+    network: Path = typer.Argument(..., help="NetX file written by 'export'."),
+    backend: str = typer.Option("Loihi2SimCfg", help="Loihi2SimCfg (simulator) or Loihi2HwCfg (Loihi 2)."),
+    attack: str = typer.Option("none", help="none or pgd (crafted on the float model, run on both)."),
+    eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Run an exported network on Lava and compare it with the float model."""
+    from netx_export.deploy import ATTACKS, compare
+    from netx_export.lava_runner import BACKENDS, read_netx, run_config
+
+    from .io import write_json
+    from .report import table
+
+    eps_value = parse_eps(eps)
+    if attack not in ATTACKS:
+        raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    if json_out is not None and not json_out.parent.exists():
+        raise UserError(f"output folder '{json_out.parent}' does not exist: create it or choose another --json")
+    spec = read_netx(network)
+    run_config(backend)  # fail early, before any attack is crafted
+    result = compare(spec, backend, attack, eps_value, limit, progress=not quiet)
+    rows = [[name, r["accuracy_float"], r["accuracy_chip"], r["agreement"]]
+            for name, r in result["results"].items()]
+    typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "
+               f"T={spec.timesteps}" + (f", {attack.upper()} eps={result['eps_255']:g}/255" if attack != "none" else ""))
+    typer.echo(table(["inputs", "float acc", "chip acc", "agreement"], rows))
+    typer.echo(f"chip throughput: {result['chip_samples_per_second']:.1f} samples/s")
+    if json_out is not None:
+        write_json(json_out, result)
+
+
+def main() -> None:
+    app(prog_name="loihi-stable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+import loihi_stable  # noqa: F401  (compat shim before lava)
+from loihi_stable.data import load_dataset
+from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from loihi_stable.models import ModelConfig, build_model
+from loihi_stable.training import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+def trained_checkpoint(digits, neuron: str, epochs: int = 3, hidden=(32, 16)) -> dict:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(neuron=neuron, hidden=list(hidden)))
+    config = TrainConfig(epochs=epochs, perturb="rfgsm")
+    train(model, digits[0], config, progress=False)
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "model_config": model.config.to_dict(), "train_config": config.to_dict(),
+            "state_dict": model.state_dict(), "metrics": {}}
+
+
+@pytest.fixture(scope="session")
+def lif_checkpoint(digits):
+    return trained_checkpoint(digits, "lif")
+
+
+@pytest.fixture(scope="session")
+def dlif_checkpoint(digits):
+    return trained_checkpoint(digits, "dlif")

@@ -1,0 +1,95 @@
+"""Real Lava (Loihi2SimCfg, fixed_pt) against the float SLAYER model, spike for spike."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from loihi_stable.cli import app
+from netx_export.export import model_from_checkpoint, write_netx
+from netx_export.lava_runner import read_netx, run_network
+
+pytestmark = pytest.mark.lava
+
+
+def float_states(model, x):
+    model.set_recording(True)
+    with torch.no_grad():
+        logits, _ = model.forward_time(x)
+    rec = [n.recording for n in model.spiking_neurons]
+    model.set_recording(False)
+    return logits, rec
+
+
+@pytest.mark.parametrize("neuron", ["lif", "dlif"])
+def test_lava_matches_float_model_spike_for_spike(tmp_path, digits, neuron, request):
+    checkpoint = request.getfixturevalue(f"{neuron}_checkpoint")
+    model = model_from_checkpoint(checkpoint)
+    write_netx(model, checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x = digits[1].x[:24]
+    chip = run_network(spec, x.numpy(), progress=False, probe_layers=True)
+    logits, rec = float_states(model, x)
+    for layer, states in enumerate(rec):
+        spikes = states["spike"].numpy().astype(np.int64)
+        assert spikes.sum() > 0, f"layer {layer} never spiked: the comparison would be vacuous"
+        np.testing.assert_array_equal(chip.spikes[layer], spikes, err_msg=f"spikes, layer {layer}")
+        # Lava's v is read after the reset: 0 where the neuron spiked
+        expected_v = np.round(states["voltage"].numpy() * 4096).astype(np.int64) * (1 - spikes)
+        np.testing.assert_array_equal(chip.voltage[layer], expected_v, err_msg=f"voltage, layer {layer}")
+    np.testing.assert_array_equal(chip.readout, np.round(logits.sum(-1).numpy() * 4096).astype(np.int64))
+    assert np.array_equal(chip.predictions, logits.mean(-1).argmax(1).numpy())
+
+
+def test_dlif_schedule_matters_on_chip(tmp_path, digits, dlif_checkpoint):
+    """Stock NetX's single vDecay is only an approximation of a trained DLIF: the schedule is used."""
+    model = model_from_checkpoint(dlif_checkpoint)
+    schedules = [n.dv_schedule() for n in model.spiking_neurons]
+    assert any(len(set(s[1:].tolist())) > 1 for s in schedules), "training left a[t] flat"
+    write_netx(model, dlif_checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x = digits[1].x[:24].numpy()
+    exact = run_network(spec, x, progress=False).readout
+    for layer in spec.layers:
+        layer.dv_schedule = None  # what stock NetX would run
+    approx = run_network(spec, x, progress=False).readout
+    assert not np.array_equal(exact, approx)
+
+
+def test_stock_netx_loads_the_export(tmp_path, dlif_checkpoint):
+    from lava.lib.dl.netx import hdf5
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.source import RingBuffer
+
+    model = model_from_checkpoint(dlif_checkpoint)
+    write_netx(model, dlif_checkpoint, tmp_path / "m.net")
+    net = hdf5.Network(net_config=str(tmp_path / "m.net"))
+    sizes = [m.synapse.out_channels for m in model.blocks] + [model.config.classes]
+    assert len(net) == len(sizes)
+    assert [layer.shape[0] for layer in net.layers] == sizes
+    source = RingBuffer(data=(np.random.default_rng(0).random((64, 5)) > 0.5).astype(np.int32))
+    source.s_out.connect(net.inp)
+    try:
+        net.run(condition=RunSteps(num_steps=5), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    finally:
+        net.stop()
+
+
+def test_cli_train_export_run_end_to_end(tmp_path):
+    runner = CliRunner()
+    model, net, report = tmp_path / "m.pt", tmp_path / "m.net", tmp_path / "run.json"
+    for args in (["train", "--neuron", "lif", "--epochs", "2", "--hidden", "32", "--quiet", "--out", model],
+                 ["export", "--to", "netx", model, "-o", net],
+                 ["run", "--backend", "Loihi2SimCfg", "--attack", "pgd", "--eps", "8/255", "--limit", "16",
+                  "--quiet", "--json", report, net]):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    for key in ("accuracy_float", "accuracy_chip", "agreement", "n", "backend", "attack", "eps"):
+        assert key in data
+    assert data["n"] == 16 and data["backend"] == "Loihi2SimCfg" and data["attack"] == "pgd"
+    assert set(data["results"]) == {"clean", "pgd"}
+    assert data["results"]["clean"]["agreement"] == 1.0 and data["results"]["pgd"]["agreement"] == 1.0
+    assert 0.0 <= data["accuracy_chip"] <= 1.0
