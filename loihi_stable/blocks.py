@@ -48,9 +48,8 @@ class Readout(torch.nn.Module):
 
     def __init__(self, in_neurons: int, out_neurons: int, weight_scale: float = 1.0):
         super().__init__()
-        self._quantizer = DLIF(timesteps=1, learn_leak_scale=False)  # holds quantize_8bit
         self.synapse = synapse.Dense(in_neurons, out_neurons, weight_scale=weight_scale,
-                                     pre_hook_fx=self._quantizer.quantize_8bit)
+                                     pre_hook_fx=fx.quantize_weight)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         return self.synapse(spikes)

@@ -20,6 +20,17 @@ INPUT_MESSAGE_BITS = 8
 INPUT_WEIGHT_EXP = -6        # first-layer synapse right-shifts the graded sum by 6
 
 
+def quantize_weight(weight: torch.Tensor, descale: bool = False) -> torch.Tensor:
+    """slayer's 8-bit weight quantizer (``Neuron.quantize_8bit`` at w_scale 64) as a function.
+
+    Weights on a 1/32 grid in [-4, 3.97]; descaled: even integers in [-256, 254].
+    """
+    from lava.lib.dl.slayer.utils import quantize
+
+    q = quantize(weight, step=2 / WEIGHT_SCALE).clamp(-256 / WEIGHT_SCALE, 254 / WEIGHT_SCALE)
+    return q * WEIGHT_SCALE if descale else q
+
+
 def ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
     """Value of ``exact``, gradient of ``smooth``."""
     return smooth + (exact - smooth).detach()

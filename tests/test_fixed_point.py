@@ -17,6 +17,14 @@ def test_input_payload_round_trip():
     assert torch.equal(torch.from_numpy(payload).float() / 64, fx.quantize_input(x))
 
 
+def test_weight_quantizer_matches_slayer_neuron():
+    from loihi_stable.neurons import LIF
+
+    w = torch.randn(50, 50) * 3
+    assert torch.equal(fx.quantize_weight(w), LIF().quantize_8bit(w))
+    assert torch.equal(fx.quantize_weight(w, descale=True), LIF().quantize_8bit(w, descale=True))
+
+
 def test_decay_grid_round_trip():
     decay = torch.linspace(0.0, 1.5, 301)
     dv = fx.decay_to_dv(decay)
