@@ -128,23 +128,19 @@ def run(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Run an exported network on Lava and compare it with the float model."""
-    from netx_export.deploy import ATTACKS, compare
-    from netx_export.lava_runner import BACKENDS, read_netx, run_config
+    from netx_export.deploy import compare
+    from netx_export.lava_runner import read_netx, run_config
 
     from .io import write_json
     from .report import table
 
     eps_value = parse_eps(eps)
-    if attack not in ATTACKS:
-        raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
     if json_out is not None and not json_out.parent.exists():
         raise UserError(f"output folder '{json_out.parent}' does not exist: create it or choose another --json")
+    run_config(backend)  # unknown backend or missing hardware libraries: fail before any work
     spec = read_netx(network)
-    run_config(backend)  # fail early, before any attack is crafted
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet)
     rows = [[name, r["accuracy_float"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]

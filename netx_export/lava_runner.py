@@ -166,6 +166,9 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
     from lava.proc.monitor.process import Monitor
 
     cfg = run_config(backend)
+    if backend == "Loihi2HwCfg" and any(layer.dv_schedule is not None for layer in spec.layers):
+        raise UserError("DLIF's per-step voltage decay is not yet built for Loihi2HwCfg (LIF networks run "
+                        "there): use --backend Loihi2SimCfg for DLIF")
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     if x.shape[1] != spec.in_features:
         raise UserError(f"inputs have {x.shape[1]} features, the network expects {spec.in_features}")

@@ -112,3 +112,17 @@ def test_train_rejects_unknown_neuron(tmp_path):
 
 def test_train_rejects_missing_output_folder(tmp_path):
     assert_one_line_error(*invoke("train", "--out", tmp_path / "no" / "m.pt"), "does not exist")
+
+
+def test_run_foreign_hdf5(tmp_path):
+    import h5py
+
+    foreign = tmp_path / "foreign.net"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=[1, 2, 3])
+    assert_one_line_error(*invoke("run", foreign), "not a loihi-stable NetX export")
+
+
+def test_run_checkpoint_instead_of_network(tmp_path, dlif_checkpoint):
+    save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
+    assert_one_line_error(*invoke("run", tmp_path / "m.pt"), "not an HDF5 file", "export")
