@@ -9,7 +9,6 @@ integrator of W s[t], read with a Lava Monitor at the end of each window.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from loihi_stable import fixed_point as fx
 from loihi_stable.errors import UserError
 from loihi_stable.io import checkpoint_from_bytes
 
