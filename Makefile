@@ -17,6 +17,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	# lava 0.10/0.6 declare Python <3.11; loihi_stable.compat makes them work on 3.11 at import time
 	$(PY) -m pip install -q --no-deps --ignore-requires-python $(LAVA)
+	# torchattacks is the cross-check peer of the attack tests; its declared deps would replace torch
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

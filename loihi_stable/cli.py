@@ -152,6 +152,81 @@ def run(
         write_json(json_out, result)
 
 
+def _eps_list(text: str) -> list[float]:
+    """'0,2,4,8,16' on the /255 scale -> fractions."""
+    try:
+        values = [float(Fraction(v.strip())) / 255 for v in text.split(",") if v.strip()]
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"cannot read --sweep-eps '{text}': give values on the /255 scale like 0,2,4,8,16") from None
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise UserError("--sweep-eps values must lie in [0, 255] (they are on the /255 scale)")
+    return values
+
+
+@app.command("eval")
+@friendly_errors
+def evaluate_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
+    suite: str = typer.Option("standard", help="'standard' (the paper's Table 1) or a JSON/YAML suite file."),
+    attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce."),
+    eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    plot: Optional[Path] = typer.Option(None, help="Write a PNG of the results."),
+    sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Robust accuracy under FGSM, PGD-k, APGD-CE/DLR and Gaussian noise, with per-layer MS-MPPD."""
+    from netx_export.export import model_from_checkpoint
+
+    from .attacks import load_suite
+    from .data import load_dataset
+    from .evaluation import build_attacks, evaluate, sweep_eps as run_sweep
+    from .io import load_checkpoint, write_json
+    from .plots import plot_evaluation, plot_sweep
+    from .report import table
+
+    eps_value = parse_eps(eps)
+    sweep = _eps_list(sweep_eps) if sweep_eps else None
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    for out in (json_out, plot):
+        if out is not None and not out.parent.exists():
+            raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another path")
+    specs = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else load_suite(suite)
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    train_cfg = payload.get("train_config", {})
+    _, test = load_dataset(train_cfg.get("dataset", "digits"))
+    test = test.head(limit)
+    label = (f"{model.config.neuron.upper()}, {train_cfg.get('dataset', '?')}, "
+             f"{train_cfg.get('perturb', '?')}, rho={train_cfg.get('rho', '?')}")
+    output: dict = {"model": label, "eps": eps_value, "eps_255": round(eps_value * 255, 4)}
+    if sweep is None:
+        result = evaluate(model, test, build_attacks(model, specs, eps_value), progress=not quiet)
+        names = [n for n in result if n not in ("layers", "n")]
+        typer.echo(f"{label}: {result['n']} test samples, eps={eps_value * 255:g}/255, T={model.config.timesteps}")
+        typer.echo(table(["Model", *["Clean" if n == "clean" else n.upper() for n in names]],
+                         [[label, *[f"{100 * result[n]:.2f}" for n in names]]]))
+        typer.echo("\nper-layer MS-MPPD (mean of eps[t]^2 over samples, neurons, time):")
+        n_layers = len(model.spiking_neurons)
+        typer.echo(table(["attack", *[f"layer {i + 1}" for i in range(n_layers)]],
+                         [[a, *[f"{m['ms_mppd']:.4g}" for m in layers]] for a, layers in result["layers"].items()]))
+        output.update(result)
+        if plot:
+            plot_evaluation(result, plot, title=label)
+    else:
+        rows = run_sweep(model, test, sweep, progress=not quiet)
+        typer.echo(f"{label}: PGD-10 eps sweep on {len(test)} test samples")
+        typer.echo(table(["eps (/255)", "accuracy", *[f"MS-MPPD L{i + 1}" for i in range(len(rows[0]["ms_mppd"]))]],
+                         [[f"{r['eps_255']:g}", r["accuracy"], *[f"{v:.4g}" for v in r["ms_mppd"]]] for r in rows]))
+        output["sweep"] = rows
+        if plot:
+            plot_sweep(rows, plot, title=label)
+    if json_out is not None:
+        write_json(json_out, output)
+
+
 def main() -> None:
     app(prog_name="loihi-stable")
 

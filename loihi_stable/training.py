@@ -11,7 +11,7 @@ from .attacks import RFGSM, GaussianNoise
 from .data import Split
 from .errors import UserError
 from .models import SpikingMLP
-from .mppd import ms_mppd
+from .metrics.perturbation import ms_mppd
 
 PERTURBATIONS = ("none", "gaussian", "rfgsm")
 
@@ -48,7 +48,7 @@ def make_perturbation(model, config: TrainConfig):
     if config.perturb == "rfgsm":
         return RFGSM(model, eps=config.train_eps, seed=None)
     if config.perturb == "gaussian":
-        return GaussianNoise(model, eps=config.train_eps, seed=None)
+        return GaussianNoise(model, eps=config.train_eps, clamp=False, seed=None)
     return None
 
 

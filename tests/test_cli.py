@@ -126,3 +126,43 @@ def test_run_foreign_hdf5(tmp_path):
 def test_run_checkpoint_instead_of_network(tmp_path, dlif_checkpoint):
     save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
     assert_one_line_error(*invoke("run", tmp_path / "m.pt"), "not an HDF5 file", "export")
+
+
+def test_eval_table_json_and_plot(tmp_path, dlif_checkpoint):
+    import json
+
+    save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
+    code, output = invoke("eval", tmp_path / "m.pt", "--attacks", "fgsm,pgd7,apgd-dlr", "--limit", "32",
+                          "--quiet", "--json", tmp_path / "e.json", "--plot", tmp_path / "e.png")
+    assert code == 0, output
+    assert "Clean" in output and "PGD7" in output and "MS-MPPD" in output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert {"clean", "fgsm", "pgd7", "apgd-dlr"} <= set(data) and data["n"] == 32
+    assert all(0.0 <= data[k] <= 1.0 for k in ("clean", "fgsm", "pgd7", "apgd-dlr"))
+    assert len(data["layers"]["pgd7"]) == 2
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_sweep(tmp_path, dlif_checkpoint):
+    import json
+
+    save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
+    code, output = invoke("eval", tmp_path / "m.pt", "--sweep-eps", "0,8,32", "--limit", "32", "--quiet",
+                          "--json", tmp_path / "s.json", "--plot", tmp_path / "s.png")
+    assert code == 0, output
+    rows = json.loads((tmp_path / "s.json").read_text())["sweep"]
+    assert [r["eps_255"] for r in rows] == [0, 8, 32]
+    assert rows[0]["ms_mppd"] == [0.0, 0.0]
+    assert rows[2]["accuracy"] <= rows[0]["accuracy"]
+    assert (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("args,needle", [(["--attacks", "cw"], "unknown attack"),
+                                         (["--suite", "nope.yaml"], "suite"),
+                                         (["--sweep-eps", "1,x"], "sweep-eps"),
+                                         (["--eps", "9"], "eps")])
+def test_eval_bad_input(tmp_path, dlif_checkpoint, args, needle):
+    save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
+    out = tmp_path / "e.json"
+    assert_one_line_error(*invoke("eval", tmp_path / "m.pt", *args, "--json", out), needle)
+    assert not out.exists()

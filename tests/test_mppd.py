@@ -1,7 +1,7 @@
 """MS-MPPD: zero for identical inputs, the paper's closed form for a constant perturbation."""
 import torch
 
-from loihi_stable.mppd import mppd, ms_mppd
+from loihi_stable.metrics.perturbation import mppd, ms_mppd
 
 
 def test_identical_inputs_give_zero():

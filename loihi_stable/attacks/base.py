@@ -1,11 +1,21 @@
-"""torchattacks-compatible attack base: ``atk(images, labels)`` -> adversarial images."""
+"""torchattacks-compatible attack base: ``atk(images, labels)`` -> adversarial images.
+
+White-box through the surrogate gradient on f(x) = mean over time of the logits
+(the model's forward). Inputs in [0, 1]; any input shape (per-sample norms).
+"""
 from __future__ import annotations
 
 import torch
 
 
 class Attack:
-    """Runs in eval mode, restores the model's mode and never leaves gradients on its parameters."""
+    """Runs in eval mode, restores the model's mode, never leaves gradients on its parameters.
+
+    Random starts come from a private generator seeded with ``seed``: reproducible,
+    and the global torch RNG is left alone.
+    """
+
+    name = "attack"
 
     def __init__(self, model: torch.nn.Module, eps: float = 8 / 255, seed: int | None = 0):
         if not 0.0 <= eps <= 1.0:
@@ -14,16 +24,19 @@ class Attack:
         self.eps = float(eps)
         self.seed = seed
         self.model_training = False  # attack the model in eval mode unless told otherwise
+        self.loss_history: list[torch.Tensor] = []  # mean loss per iteration, for diagnostics
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def input_grad(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient of the summed cross-entropy w.r.t. the images, and the per-sample loss."""
+    def loss_and_grad(self, images: torch.Tensor, labels: torch.Tensor, loss_fn=None):
+        """Per-sample loss, its input gradient and the logits at ``images``."""
         images = images.detach().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(self.model(images), labels, reduction="none")
-        (grad,) = torch.autograd.grad(loss.sum(), images)
-        return grad, loss.detach()
+        with torch.enable_grad():
+            logits = self.model(images)
+            loss = (loss_fn or cross_entropy)(logits, labels)
+            (grad,) = torch.autograd.grad(loss.sum(), images)
+        return loss.detach(), grad, logits.detach()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
@@ -34,8 +47,9 @@ class Attack:
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device=images.device).manual_seed(self.seed)
+        self.loss_history = []
         try:
-            adv = self.perturb(images.detach().clone(), labels, generator)
+            adv = self.perturb(images.detach().clone(), labels.detach(), generator)
         finally:
             for p, flag in zip(self.model.parameters(), grad_flags):
                 p.requires_grad_(flag)
@@ -45,3 +59,15 @@ class Attack:
     def project(self, adv: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Back into the L-inf eps ball around ``images`` and into [0, 1]."""
         return torch.min(torch.max(adv, images - self.eps), images + self.eps).clamp(0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps * 255:g}/255)"
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+
+
+def uniform_noise(shape, generator, device) -> torch.Tensor:
+    """Uniform in [-1, 1]."""
+    return 2 * torch.rand(shape, generator=generator, device=device) - 1

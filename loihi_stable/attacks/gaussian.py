@@ -1,4 +1,8 @@
-"""Gaussian input noise x + sigma*N(0,1) (unclamped, as the stable-snn training recipe)."""
+"""Gaussian input noise x + sigma*N(0,1), sigma = eps.
+
+Training uses it unclamped (as the stable-snn recipe); evaluation clamps to [0, 1].
+Not an L-inf attack: the noise is not confined to the eps ball.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +11,9 @@ from .base import Attack
 
 
 class GaussianNoise(Attack):
-    def __init__(self, model, eps: float = 8 / 255, clamp: bool = False, seed: int | None = None):
+    name = "gaussian"
+
+    def __init__(self, model, eps: float = 8 / 255, clamp: bool = True, seed: int | None = 0):
         super().__init__(model, eps, seed)
         self.clamp = clamp
 
