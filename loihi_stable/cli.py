@@ -120,16 +120,17 @@ def export(
 @friendly_errors
 def run(
     network: Path = typer.Argument(..., help="NetX file written by 'export'."),
-    backend: str = typer.Option("Loihi2SimCfg", help="Loihi2SimCfg (simulator) or Loihi2HwCfg (Loihi 2)."),
-    attack: str = typer.Option("none", help="none or pgd (crafted on the float model, run on both)."),
+    backend: str = typer.Option("Loihi2SimCfg", help="Loihi2SimCfg (simulator), Loihi2HwCfg (Loihi 2) or emulator."),
+    attack: str = typer.Option("none", help="none, fgsm, pgd, apgd-ce, apgd-dlr or gaussian."),
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Run an exported network on Lava and compare it with the float model."""
+    from netx_export.backends import check_backend
     from netx_export.deploy import compare
-    from netx_export.lava_runner import read_netx, run_config
+    from netx_export.lava_runner import read_netx
 
     from .io import write_json
     from .report import table
@@ -139,14 +140,14 @@ def run(
         raise UserError(f"--limit must be at least 1, got {limit}")
     if json_out is not None and not json_out.parent.exists():
         raise UserError(f"output folder '{json_out.parent}' does not exist: create it or choose another --json")
-    run_config(backend)  # unknown backend or missing hardware libraries: fail before any work
+    check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
     spec = read_netx(network)
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet)
-    rows = [[name, r["accuracy_float"], r["accuracy_chip"], r["agreement"]]
+    rows = [[name, r["accuracy_unquantized"], r["accuracy_float"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]
     typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "
                f"T={spec.timesteps}" + (f", {attack.upper()} eps={result['eps_255']:g}/255" if attack != "none" else ""))
-    typer.echo(table(["inputs", "float acc", "chip acc", "agreement"], rows))
+    typer.echo(table(["inputs", "unquantized acc", "float (QAT) acc", "chip acc", "agreement"], rows))
     typer.echo(f"chip throughput: {result['chip_samples_per_second']:.1f} samples/s")
     if json_out is not None:
         write_json(json_out, result)

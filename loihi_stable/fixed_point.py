@@ -6,6 +6,8 @@ that ships. Units: a state value of 1.0 (threshold 1.0) is 4096 on the chip.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 STATE_SCALE = 1 << 12        # chip units per 1.0 of voltage/current (s_scale in slayer)
@@ -19,6 +21,26 @@ INPUT_SCALE = 1 << 6         # analog pixels travel as graded spikes of round(64
 INPUT_MESSAGE_BITS = 8
 INPUT_WEIGHT_EXP = -6        # first-layer synapse right-shifts the graded sum by 6
 
+_quantized = True
+
+
+@contextlib.contextmanager
+def unquantized():
+    """Run the same network in plain float32: no grids, no integer voltage update.
+
+    This is the float reference the robustness checker compares the chip against.
+    """
+    global _quantized
+    previous, _quantized = _quantized, False
+    try:
+        yield
+    finally:
+        _quantized = previous
+
+
+def quantization_enabled() -> bool:
+    return _quantized
+
 
 def quantize_weight(weight: torch.Tensor, descale: bool = False) -> torch.Tensor:
     """slayer's 8-bit weight quantizer (``Neuron.quantize_8bit`` at w_scale 64) as a function.
@@ -27,6 +49,8 @@ def quantize_weight(weight: torch.Tensor, descale: bool = False) -> torch.Tensor
     """
     from lava.lib.dl.slayer.utils import quantize
 
+    if not _quantized and not descale:
+        return weight
     q = quantize(weight, step=2 / WEIGHT_SCALE).clamp(-256 / WEIGHT_SCALE, 254 / WEIGHT_SCALE)
     return q * WEIGHT_SCALE if descale else q
 
@@ -39,11 +63,15 @@ def ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
 def quantize_input(x: torch.Tensor) -> torch.Tensor:
     """Pixels in [0, 1] on the 1/64 grid the chip's graded input spikes carry."""
     x = x.clamp(0.0, 1.0)
+    if not _quantized:
+        return x
     return ste(torch.round(x * INPUT_SCALE) / INPUT_SCALE, x)
 
 
 def floor_to_input_grid(current: torch.Tensor) -> torch.Tensor:
     """First-layer current as the chip computes it: (w_int . p) >> 6, i.e. floor on a 1/64 grid."""
+    if not _quantized:
+        return current
     return ste(torch.floor(current * INPUT_SCALE) / INPUT_SCALE, current)
 
 
@@ -56,6 +84,8 @@ def decay_to_dv(decay: torch.Tensor) -> torch.Tensor:
 def quantize_decay(decay: torch.Tensor) -> torch.Tensor:
     """Leak on the chip's 12-bit grid, clamped to [1/4096, 1]: no growth, representable."""
     decay = decay.clamp(1.0 / DECAY_UNITY, 1.0)
+    if not _quantized:
+        return decay
     return ste(1.0 - decay_to_dv(decay) / DECAY_UNITY, decay)
 
 

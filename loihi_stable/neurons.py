@@ -61,6 +61,10 @@ class DLIF(SlayerNeuron):
         self.record = False
         self.recording: dict[str, torch.Tensor] = {}
 
+    def quantize_8bit(self, weight, descale=False):
+        """slayer's 8-bit weight quantizer (off inside ``fixed_point.unquantized()``)."""
+        return fx.quantize_weight(weight, descale)
+
     # --- parameters as the chip sees them -------------------------------------------
     def effective_decay(self) -> torch.Tensor:
         """lambda*a[t] on the 12-bit grid, clamped to [1/4096, 1] (trained as shipped)."""
@@ -103,9 +107,11 @@ class DLIF(SlayerNeuron):
         dv = fx.decay_to_dv(decay.detach())
         u = torch.zeros_like(current[..., 0])
         spikes, voltages = [], []
+        exact = fx.quantization_enabled()
         for t in range(steps):
-            v_smooth = decay[t] * u + current[..., t]
-            v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], current[..., t].detach()), v_smooth)
+            v = decay[t] * u + current[..., t]
+            if exact:
+                v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], current[..., t].detach()), v)
             s = triangle_spike(v, self.threshold, self.surrogate_width)
             u = v * (1.0 - s)
             spikes.append(s)

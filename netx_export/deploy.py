@@ -6,26 +6,47 @@ import time
 import numpy as np
 import torch
 
-from loihi_stable.attacks import PGD
+from loihi_stable import fixed_point as fx
+from loihi_stable.attacks import PGD, make_attack
 from loihi_stable.data import load_dataset
 from loihi_stable.errors import UserError
 
+from netx_export.backends import run_on
 from netx_export.export import model_from_checkpoint
-from netx_export.lava_runner import NetSpec, run_network
+from netx_export.lava_runner import NetSpec
 
-ATTACKS = ("none", "pgd")
+ATTACKS = ("none", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "gaussian")
+CRAFTING = ("chip-aware", "transfer")
 
 
-def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
-    """Adversarial inputs crafted on the float model through the surrogate gradient."""
-    if attack == "pgd":
-        return PGD(model, eps=eps, alpha=max(eps / 4, 1 / 255), steps=10, seed=seed)(x, y)
-    raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
+def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware",
+          seed: int = 0) -> torch.Tensor:
+    """Adversarial inputs through the surrogate gradient.
+
+    chip-aware: on the deployed (quantized, bit-exact) model, straight-through the quantizers;
+    transfer: on the same network in plain float (``fixed_point.unquantized``).
+    """
+    if attack not in ATTACKS[1:]:
+        raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
+    if crafting not in CRAFTING:
+        raise UserError(f"unknown crafting '{crafting}': choose one of {', '.join(CRAFTING)}")
+    atk = (PGD(model, eps=eps, alpha=max(eps / 4, 1 / 255), steps=10, seed=seed) if attack == "pgd"
+           else make_attack(attack, model, eps)[1])
+    if crafting == "transfer":
+        with fx.unquantized():
+            return atk(x, y)
+    return atk(x, y)
 
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
             limit: int | None = None, progress: bool = True) -> dict:
-    """Accuracy of the float model and the chip, and how often they agree, per input set."""
+    """Accuracy of the float model and the chip, and how often they agree, per input set.
+
+    Input sets: clean, the attack crafted chip-aware (named after the attack) and, for
+    gradient attacks, crafted on the plain-float twin and transferred ("<attack>-transfer").
+    accuracy_float is the trained model (quantization-aware, bit-exact to the chip);
+    accuracy_unquantized is the same network in plain float.
+    """
     if attack not in ATTACKS:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
     if not 0.0 <= eps <= 1.0:
@@ -35,19 +56,24 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     test = test.head(limit)
     sets = {"clean": test.x}
     if attack != "none":
-        sets[attack] = craft(model, attack, test.x, test.y, eps)
+        sets[attack] = craft(model, attack, test.x, test.y, eps, "chip-aware")
+        if attack != "gaussian":
+            sets[f"{attack}-transfer"] = craft(model, attack, test.x, test.y, eps, "transfer")
     start = time.perf_counter()
     inputs = torch.cat(list(sets.values()))
-    chip = run_network(spec, inputs.numpy(), backend=backend, progress=progress).predictions
+    chip = run_on(spec, inputs.numpy(), backend, progress=progress).predictions
     chip_seconds = time.perf_counter() - start
     with torch.no_grad():
         floats = model(inputs).argmax(1).numpy()
+        with fx.unquantized():
+            plain = model(inputs).argmax(1).numpy()
     y = test.y.numpy()
     results, n = {}, len(test)
     for i, name in enumerate(sets):
-        f, c = floats[i * n:(i + 1) * n], chip[i * n:(i + 1) * n]
+        part = slice(i * n, (i + 1) * n)
+        f, c, p = floats[part], chip[part], plain[part]
         results[name] = {"accuracy_float": float(np.mean(f == y)), "accuracy_chip": float(np.mean(c == y)),
-                         "agreement": float(np.mean(f == c))}
+                         "accuracy_unquantized": float(np.mean(p == y)), "agreement": float(np.mean(f == c))}
     headline = results[attack if attack != "none" else "clean"]
     return {**headline, "n": n, "backend": backend, "attack": attack, "eps": eps,
             "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,

@@ -1,0 +1,29 @@
+"""Where an exported network runs: Lava (simulator or Loihi 2) or the fixed-point emulator."""
+from __future__ import annotations
+
+import numpy as np
+
+from loihi_stable.errors import UserError
+
+from netx_export.lava_runner import BACKENDS as LAVA_BACKENDS
+from netx_export.lava_runner import ChipRun, NetSpec, run_config, run_network
+
+BACKENDS = (*LAVA_BACKENDS, "emulator")
+
+
+def check_backend(backend: str) -> None:
+    """Fail early (one line) for an unknown backend or missing hardware libraries."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    if backend != "emulator":
+        run_config(backend)
+
+
+def run_on(spec: NetSpec, x: np.ndarray, backend: str, progress: bool = True,
+           probe_layers: bool = False) -> ChipRun:
+    check_backend(backend)
+    if backend == "emulator":
+        from netx_export.emulator import emulate
+
+        return emulate(spec, x, probe_layers=probe_layers)
+    return run_network(spec, x, backend=backend, progress=progress, probe_layers=probe_layers)
