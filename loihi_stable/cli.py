@@ -228,6 +228,68 @@ def evaluate_command(
         write_json(json_out, output)
 
 
+@app.command("check")
+@friendly_errors
+def check_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
+    network: Optional[Path] = typer.Argument(None, help="Its NetX export (default: exported on the fly)."),
+    attack: str = typer.Option("pgd", help="fgsm, pgd, apgd-ce, apgd-dlr or gaussian."),
+    eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
+    backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    ratio_threshold: float = typer.Option(1.5, help="Flag layers whose chip/float MS-MPPD ratio exceeds this."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    plot: Optional[Path] = typer.Option(None, help="Write a PNG (perturbation traces and per-layer bars)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Compare membrane potential perturbations and accuracy of the float model and the chip."""
+    import tempfile
+
+    from netx_export.backends import check_backend
+    from netx_export.checker import check, plot_check
+    from netx_export.export import model_from_checkpoint, write_netx
+    from netx_export.lava_runner import read_netx
+
+    from .data import load_dataset
+    from .io import load_checkpoint, write_json
+    from .report import table
+
+    eps_value = parse_eps(eps)
+    check_backend(backend)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    for out in (json_out, plot):
+        if out is not None and not out.parent.exists():
+            raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another path")
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    if network is None:
+        with tempfile.TemporaryDirectory() as folder:
+            write_netx(model, payload, Path(folder) / "model.net")
+            spec = read_netx(Path(folder) / "model.net")
+    else:
+        spec = read_netx(network)
+    _, test = load_dataset(spec.dataset)
+    test = test.head(limit)
+    result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet)
+    typer.echo(f"{spec.neuron.upper()} {checkpoint} vs chip ({backend}), {attack.upper()} eps={eps_value * 255:g}/255, "
+               f"{result['n']} samples")
+    typer.echo(table(["layer", "MS-MPPD float", "MS-MPPD chip", "ratio", "correlation", "spike agreement", "flag"],
+                     [[l["layer"], f"{l['ms_mppd_float']:.4g}", f"{l['ms_mppd_chip']:.4g}", f"{l['ratio']:.3f}",
+                       f"{l['correlation']:.3f}", l["spike_agreement"], "AMPLIFIED" if l["amplified"] else "ok"]
+                      for l in result["layers"]]))
+    acc = result["accuracy"]
+    typer.echo(table(["inputs", "float acc", "chip acc", "gap"],
+                     [["clean", acc["float_clean"], acc["chip_clean"], f"{acc['gap_clean'] + 0.0:+.4f}"],
+                      [attack, acc["float_adv"], acc["chip_adv"], f"{acc['gap_adv'] + 0.0:+.4f}"]]))
+    if "emulator_matches_chip" in result:
+        typer.echo(f"emulator matches {backend} bit for bit: {result['emulator_matches_chip']}")
+    if plot:
+        plot_check(result, plot, title=f"{spec.neuron.upper()}: float vs chip, {attack} {eps_value * 255:g}/255")
+    if json_out is not None:
+        write_json(json_out, {k: v for k, v in result.items() if not k.startswith("_")})
+
+
 def main() -> None:
     app(prog_name="loihi-stable")
 

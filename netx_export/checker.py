@@ -1,0 +1,110 @@
+"""Does robustness survive the trip onto the chip? Float twin vs deployed network, layer by layer.
+
+For clean and attacked inputs it records every spiking layer's input current per time
+step in the plain-float twin of the model and on the chip (emulator or Lava, whose
+spikes give the chip's currents exactly), and compares the membrane potential
+perturbation dynamics: MS-MPPD float vs chip, their ratio, the correlation of the
+eps[t] traces, spike agreement, and the accuracy gap. Layers whose ratio exceeds a
+threshold amplify the perturbation on the chip and are flagged.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from loihi_stable import fixed_point as fx
+from loihi_stable.metrics import mppd, record
+
+from netx_export.backends import run_on
+from netx_export.deploy import craft
+from netx_export.lava_runner import ChipRun, NetSpec, input_payload
+
+
+def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun) -> list[torch.Tensor]:
+    """Each spiking layer's synaptic current I[t] on the chip, in float units (B, N, T)."""
+    payload = torch.from_numpy(input_payload(x, spec.input_scale)).long()
+    weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers[:-1]]
+    first = ((payload @ weights[0].T) >> -spec.input_weight_exp) << 6
+    currents = [first[..., None].expand(-1, -1, spec.timesteps)]
+    for w, spikes in zip(weights[1:], run.spikes[:-1]):
+        currents.append(torch.einsum("oi,bit->bot", w, torch.from_numpy(spikes)) << 6)
+    return [c.double() / fx.STATE_SCALE for c in currents]
+
+
+def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
+          backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True) -> dict:
+    adv = craft(model, attack, x, y, eps, "chip-aware")
+    leak = model.config.leak
+    with fx.unquantized():
+        float_logits = [record(model, inputs)[0] for inputs in (x, adv)]
+        float_layers = [record(model, inputs)[1] for inputs in (x, adv)]
+    both = torch.cat([x, adv]).numpy()
+    run = run_on(spec, both, backend, progress=progress, probe_layers=True)
+    result: dict = {"backend": backend, "attack": attack, "eps": eps, "eps_255": round(eps * 255, 4),
+                    "n": len(x), "ratio_threshold": ratio_threshold}
+    if backend != "emulator":
+        from netx_export.emulator import emulate
+
+        emu = emulate(spec, both, probe_layers=True)
+        result["emulator_matches_chip"] = bool(
+            np.array_equal(emu.readout, run.readout)
+            and all(np.array_equal(a, b) for a, b in zip(emu.spikes, run.spikes))
+            and all(np.array_equal(a, b) for a, b in zip(emu.voltage, run.voltage)))
+    currents = chip_currents(spec, both, run)
+    n = len(x)
+    layers, traces = [], {}
+    for i, (f_clean, f_adv, chip) in enumerate(zip(*float_layers, currents)):
+        eps_float = mppd(f_clean.current.double(), f_adv.current.double(), leak)
+        eps_chip = mppd(chip[:n], chip[n:], leak)
+        ms_float, ms_chip = eps_float.pow(2).mean().item(), eps_chip.pow(2).mean().item()
+        ratio = ms_chip / ms_float if ms_float > 0 else (1.0 if ms_chip == 0 else float("inf"))
+        correlation = float(np.corrcoef(eps_float.flatten().numpy(), eps_chip.flatten().numpy())[0, 1]) \
+            if eps_float.std() > 0 and eps_chip.std() > 0 else float("nan")
+        chip_spikes = np.concatenate([run.spikes[i][:n], run.spikes[i][n:]])
+        float_spikes = torch.cat([f_clean.spike, f_adv.spike]).numpy()
+        layers.append({"layer": i + 1, "ms_mppd_float": ms_float, "ms_mppd_chip": ms_chip, "ratio": ratio,
+                       "correlation": correlation, "spike_agreement": float(np.mean(chip_spikes == float_spikes)),
+                       "amplified": bool(ratio > ratio_threshold)})
+        traces[i + 1] = {"float": eps_float[0].numpy(), "chip": eps_chip[0].numpy()}
+    labels = y.numpy()
+    preds_chip = run.predictions
+    acc = {"float_clean": float((float_logits[0].argmax(1) == y).float().mean()),
+           "float_adv": float((float_logits[1].argmax(1) == y).float().mean()),
+           "chip_clean": float(np.mean(preds_chip[:n] == labels)),
+           "chip_adv": float(np.mean(preds_chip[n:] == labels))}
+    acc["gap_clean"] = acc["chip_clean"] - acc["float_clean"]
+    acc["gap_adv"] = acc["chip_adv"] - acc["float_adv"]
+    result.update(layers=layers, accuracy=acc, amplified_layers=[l["layer"] for l in layers if l["amplified"]])
+    result["_traces"] = traces
+    return result
+
+
+def plot_check(result: dict, path, neurons: int = 3, title: str = "") -> None:
+    """Figure-1-style eps[t] traces (float solid, chip dashed) and per-layer MS-MPPD bars."""
+    from loihi_stable.plots import _pyplot, _save
+
+    plt = _pyplot()
+    last = max(result["_traces"])
+    trace = result["_traces"][last]
+    strongest = np.argsort(-np.abs(trace["float"]).sum(-1))[:neurons]
+    fig, (ax_t, ax_b) = plt.subplots(1, 2, figsize=(12, 4))
+    steps = np.arange(1, trace["float"].shape[-1] + 1)
+    for k, neuron in enumerate(strongest):
+        color = f"C{k}"
+        ax_t.plot(steps, trace["float"][neuron], "-o", color=color, label=f"neuron {neuron} float")
+        ax_t.plot(steps, trace["chip"][neuron], "--x", color=color, label=f"neuron {neuron} chip")
+    ax_t.set_xlabel("time step t")
+    ax_t.set_ylabel("eps[t]")
+    ax_t.set_title(f"perturbation dynamics, layer {last}, sample 0")
+    ax_t.legend(fontsize=7)
+    layers = result["layers"]
+    xs = np.arange(len(layers))
+    ax_b.bar(xs - 0.2, [l["ms_mppd_float"] for l in layers], 0.4, label="float")
+    ax_b.bar(xs + 0.2, [l["ms_mppd_chip"] for l in layers], 0.4, label="chip",
+             color=["#c44e52" if l["amplified"] else "#dd8452" for l in layers])
+    ax_b.set_xticks(xs, [f"layer {l['layer']}" for l in layers])
+    ax_b.set_ylabel("MS-MPPD")
+    ax_b.set_title("float vs chip (red: amplified)")
+    ax_b.legend()
+    fig.suptitle(title)
+    _save(fig, path)
