@@ -36,8 +36,7 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
     adv = craft(model, attack, x, y, eps, "chip-aware")
     leak = model.config.leak
     with fx.unquantized():
-        float_logits = [record(model, inputs)[0] for inputs in (x, adv)]
-        float_layers = [record(model, inputs)[1] for inputs in (x, adv)]
+        float_logits, float_layers = zip(*(record(model, inputs) for inputs in (x, adv)))
     both = torch.cat([x, adv]).numpy()
     run = run_on(spec, both, backend, progress=progress, probe_layers=True)
     result: dict = {"backend": backend, "attack": attack, "eps": eps, "eps_255": round(eps * 255, 4),
