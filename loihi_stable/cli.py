@@ -27,6 +27,15 @@ def parse_eps(text: str) -> float:
     return value
 
 
+def check_outputs(limit: Optional[int], *outputs: Optional[Path]) -> None:
+    """Shared checks of --limit and output paths, before any work is done."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    for out in outputs:
+        if out is not None and not out.parent.exists():
+            raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another path")
+
+
 def friendly_errors(command):
     """Turn UserError into one line on stderr and exit code 2 (no traceback)."""
     @functools.wraps(command)
@@ -136,10 +145,7 @@ def run(
     from .report import table
 
     eps_value = parse_eps(eps)
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    if json_out is not None and not json_out.parent.exists():
-        raise UserError(f"output folder '{json_out.parent}' does not exist: create it or choose another --json")
+    check_outputs(limit, json_out)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
     spec = read_netx(network)
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet)
@@ -189,11 +195,7 @@ def evaluate_command(
 
     eps_value = parse_eps(eps)
     sweep = _eps_list(sweep_eps) if sweep_eps else None
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    for out in (json_out, plot):
-        if out is not None and not out.parent.exists():
-            raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another path")
+    check_outputs(limit, json_out, plot)
     specs = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else load_suite(suite)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
@@ -256,11 +258,7 @@ def check_command(
 
     eps_value = parse_eps(eps)
     check_backend(backend)
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    for out in (json_out, plot):
-        if out is not None and not out.parent.exists():
-            raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another path")
+    check_outputs(limit, json_out, plot)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     if network is None:

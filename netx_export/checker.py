@@ -17,16 +17,16 @@ from loihi_stable.metrics import mppd, record
 
 from netx_export.backends import run_on
 from netx_export.deploy import craft
+from netx_export.emulator import first_layer_current
 from netx_export.lava_runner import ChipRun, NetSpec, input_payload
 
 
 def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun) -> list[torch.Tensor]:
     """Each spiking layer's synaptic current I[t] on the chip, in float units (B, N, T)."""
     payload = torch.from_numpy(input_payload(x, spec.input_scale)).long()
-    weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers[:-1]]
-    first = ((payload @ weights[0].T) >> -spec.input_weight_exp) << 6
-    currents = [first[..., None].expand(-1, -1, spec.timesteps)]
-    for w, spikes in zip(weights[1:], run.spikes[:-1]):
+    weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers[1:-1]]
+    currents = [first_layer_current(spec, payload)[..., None].expand(-1, -1, spec.timesteps)]
+    for w, spikes in zip(weights, run.spikes[:-1]):
         currents.append(torch.einsum("oi,bit->bot", w, torch.from_numpy(spikes)) << 6)
     return [c.double() / fx.STATE_SCALE for c in currents]
 

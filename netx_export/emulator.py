@@ -33,6 +33,12 @@ def emulate(spec: NetSpec, x: np.ndarray, probe_layers: bool = False, batch_size
     return run
 
 
+def first_layer_current(spec: NetSpec, payload: torch.Tensor) -> torch.Tensor:
+    """Chip current of the first layer (chip units) for graded input payloads (B, features)."""
+    weight = torch.from_numpy(spec.layers[0].weight.astype(np.int64))
+    return _arith_shift(payload @ weight.T, spec.input_weight_exp) << 6
+
+
 @torch.no_grad()
 def _emulate_batch(spec: NetSpec, x: np.ndarray, probe_layers: bool) -> ChipRun:
     steps, n = spec.timesteps, len(x)
@@ -44,7 +50,7 @@ def _emulate_batch(spec: NetSpec, x: np.ndarray, probe_layers: bool) -> ChipRun:
     voltages = [torch.zeros(n, w.shape[0], dtype=torch.int64) for w in weights]
     spikes_out = [[] for _ in spec.layers[:-1]]
     volts_out = [[] for _ in spec.layers[:-1]]
-    first_current = _arith_shift(payload @ weights[0].T, spec.input_weight_exp) << 6  # constant input
+    first_current = first_layer_current(spec, payload)  # constant over time: direct encoding
     for t in range(steps):
         signal = None
         for i, (w, dv) in enumerate(zip(weights, schedules)):
