@@ -57,7 +57,9 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt)."),
     dataset: str = typer.Option("digits", help="Data set: digits (embedded)."),
     neuron: str = typer.Option("dlif", help="Spiking neuron: dlif or lif."),
-    perturb: str = typer.Option("rfgsm", help="Training perturbation: none, gaussian or rfgsm."),
+    perturb: str = typer.Option("rfgsm", help="Training perturbation: none, gaussian, rfgsm or ibp (certified)."),
+    train_eps: Optional[str] = typer.Option(None, "--train-eps",
+                                            help="Training budget (default 4/255 rfgsm, 8/255 gaussian and ibp)."),
     rho: float = typer.Option(1.0, help="Weight of the MS-MPPD term."),
     chi: float = typer.Option(0.5, help="Mixup weight of the clean cross-entropy."),
     epochs: int = typer.Option(30, help="Training epochs."),
@@ -90,7 +92,8 @@ def train(
         raise UserError("--hidden needs at least one positive layer size, e.g. 128,64")
     if not out.parent.exists():
         raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another --out")
-    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, epochs=epochs, lr=lr, seed=seed)
+    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, epochs=epochs, lr=lr, seed=seed,
+                            train_eps=parse_eps(train_eps) if train_eps is not None else None)
     train_set, test_set = load_dataset(dataset)
     torch.manual_seed(seed)
     model_cfg = ModelConfig(in_features=train_set.x.shape[1], hidden=sizes,
@@ -284,6 +287,65 @@ def check_command(
         typer.echo(f"emulator matches {backend} bit for bit: {result['emulator_matches_chip']}")
     if plot:
         plot_check(result, plot, title=f"{spec.neuron.upper()}: float vs chip, {attack} {eps_value * 255:g}/255")
+    if json_out is not None:
+        write_json(json_out, {k: v for k, v in result.items() if not k.startswith("_")})
+
+
+@app.command("certify")
+@friendly_errors
+def certify_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
+    network: Optional[Path] = typer.Argument(None, help="Its NetX export for the on-chip certificate "
+                                                        "(default: exported on the fly)."),
+    eps: str = typer.Option("2/255", help="L-inf radius to certify, e.g. 2/255."),
+    method: str = typer.Option("both", help="ibp (S-IBP), crown (S-CROWN) or both (verified by either)."),
+    chip: bool = typer.Option(True, help="Also certify the exported integer model (what Loihi runs)."),
+    points: int = typer.Option(8, help="Random points per ball run on the emulator to check the chip bounds."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Verified accuracy (S-IBP / S-CROWN) next to clean and PGD accuracy, for the float model and the chip."""
+    import tempfile
+
+    from netx_export.export import model_from_checkpoint, write_netx
+    from netx_export.lava_runner import read_netx
+
+    from .certify import certify
+    from .data import load_dataset
+    from .io import load_checkpoint, write_json
+    from .report import table
+
+    eps_value = parse_eps(eps)
+    check_outputs(limit, json_out)
+    if points < 0:
+        raise UserError(f"--points must be 0 or more, got {points}")
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    spec = None
+    if chip and network is None:
+        with tempfile.TemporaryDirectory() as folder:
+            write_netx(model, payload, Path(folder) / "model.net")
+            spec = read_netx(Path(folder) / "model.net")
+    elif chip:
+        spec = read_netx(network)
+    _, test = load_dataset(payload.get("train_config", {}).get("dataset", "digits"))
+    test = test.head(limit)
+    result = certify(model, test.x, test.y, eps_value, method, spec=spec, progress=not quiet, check_points=points)
+    train_cfg = payload.get("train_config", {})
+    typer.echo(f"{model.config.neuron.upper()} {checkpoint} (trained with {train_cfg.get('perturb', '?')}), "
+               f"{result['n']} test samples, eps={eps_value * 255:g}/255, T={model.config.timesteps}")
+    columns = ["clean", "pgd", *(["ibp"] if method != "crown" else []), *(["crown"] if method != "ibp" else []),
+               "verified", *(["verified_chip"] if spec is not None else [])]
+    names = {"clean": "clean", "pgd": "PGD-10", "ibp": "S-IBP", "crown": "S-CROWN", "verified": "verified",
+             "verified_chip": "verified on chip"}
+    typer.echo(table([names[c] for c in columns], [[f"{100 * result[c]:.2f}" for c in columns]]))
+    typer.echo(f"verified samples broken by PGD: {result['verified_but_broken_by_pgd']} (must be 0)")
+    if "chip_check" in result:
+        check = result["chip_check"]
+        typer.echo(f"chip bounds hold on {check['points_per_sample']} random points per ball (emulator): "
+                   f"{check['readouts_inside_bounds']}; verified samples broken there: "
+                   f"{check['verified_samples_broken']}")
     if json_out is not None:
         write_json(json_out, {k: v for k, v in result.items() if not k.startswith("_")})
 

@@ -13,7 +13,7 @@ from .errors import UserError
 from .models import SpikingMLP
 from .metrics.perturbation import ms_mppd
 
-PERTURBATIONS = ("none", "gaussian", "rfgsm")
+PERTURBATIONS = ("none", "gaussian", "rfgsm", "ibp")
 
 
 @dataclass
@@ -27,7 +27,7 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    train_eps: float | None = None  # default: 4/255 for rfgsm, 8/255 for gaussian
+    train_eps: float | None = None  # default: 4/255 for rfgsm, 8/255 for gaussian and ibp
     seed: int = 0
 
     def __post_init__(self):
@@ -38,13 +38,50 @@ class TrainConfig:
         if self.rho < 0 or not 0.0 <= self.chi <= 1.0:
             raise UserError("--rho must be >= 0 and --chi in [0, 1]")
         if self.train_eps is None:
-            self.train_eps = {"rfgsm": 4 / 255, "gaussian": 8 / 255}.get(self.perturb, 0.0)
+            self.train_eps = {"rfgsm": 4 / 255, "gaussian": 8 / 255, "ibp": 8 / 255}.get(self.perturb, 0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+class IBPSchedule:
+    """Certified (IBP) training's ramp: eps grows from 0 and the clean weight kappa from 1 to chi.
+
+    Warm-up (clean only) for the first ``warmup`` of training, a linear ramp over the
+    next ``ramp``, then the full eps (Gowal et al., 2018), as S-IBP training does for SNNs.
+    """
+
+    def __init__(self, eps: float, chi: float, warmup: float = 0.1, ramp: float = 0.4):
+        self.target_eps, self.chi, self.warmup, self.ramp = eps, chi, warmup, ramp
+        self.progress = 0.0  # fraction of training done, set by the training loop
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, max(0.0, (self.progress - self.warmup) / self.ramp))
+
+    @property
+    def eps(self) -> float:
+        return self.target_eps * self.fraction
+
+    @property
+    def kappa(self) -> float:
+        return 1.0 - (1.0 - self.chi) * self.fraction
+
+
+def ibp_loss(model: SpikingMLP, x, y, schedule: IBPSchedule) -> tuple[torch.Tensor, dict]:
+    """kappa*CE(clean) + (1-kappa)*CE(worst-case logits from S-IBP at the scheduled eps)."""
+    from .certify.sibp import ibp_bounds, worst_case_logits
+
+    ce_clean = torch.nn.functional.cross_entropy(model(x), y)
+    bounds = ibp_bounds(model, x, schedule.eps)
+    ce_robust = torch.nn.functional.cross_entropy(worst_case_logits(bounds, y), y)
+    loss = schedule.kappa * ce_clean + (1 - schedule.kappa) * ce_robust
+    return loss, {"ce_clean": ce_clean.item(), "ce_ibp": ce_robust.item(), "eps_255": schedule.eps * 255}
+
+
 def make_perturbation(model, config: TrainConfig):
+    if config.perturb == "ibp":
+        return IBPSchedule(config.train_eps, config.chi)
     if config.perturb == "rfgsm":
         return RFGSM(model, eps=config.train_eps, seed=None)
     if config.perturb == "gaussian":
@@ -58,6 +95,8 @@ def training_loss(model: SpikingMLP, x, y, perturbation, config: TrainConfig) ->
     Both passes run in train mode; the clean current is detached so the MS-MPPD
     gradient flows through the perturbed branch only (as the authors' code).
     """
+    if isinstance(perturbation, IBPSchedule):
+        return ibp_loss(model, x, y, perturbation)
     logits, current = model.forward_time(x)
     ce_clean = torch.nn.functional.cross_entropy(logits.mean(-1), y)
     if perturbation is None:
@@ -99,6 +138,8 @@ def train(model: SpikingMLP, train_set: Split, config: TrainConfig, progress: bo
         sums: dict[str, float] = {}
         for i in range(0, len(train_set), config.batch_size):
             idx = order[i:i + config.batch_size]
+            if isinstance(perturbation, IBPSchedule):
+                perturbation.progress = (epoch + i / len(train_set)) / config.epochs
             loss, parts = training_loss(model, train_set.x[idx], train_set.y[idx], perturbation, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -39,13 +39,25 @@ def first_layer_current(spec: NetSpec, payload: torch.Tensor) -> torch.Tensor:
     return _arith_shift(payload @ weight.T, spec.input_weight_exp) << 6
 
 
+def chip_leak(voltage: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+    """Loihi's leak: sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12), i.e. truncation toward zero."""
+    decayed = voltage * (fx.DECAY_UNITY - dv)
+    return torch.sign(decayed) * (decayed.abs() >> fx.DECAY_BITS)
+
+
+def layer_schedules(spec: NetSpec) -> list[torch.Tensor]:
+    """Per-step integer voltage decay of every layer (constant vDecay for LIF and the readout)."""
+    return [torch.from_numpy(np.asarray(layer.dv_schedule, dtype=np.int64)) if layer.dv_schedule is not None
+            else torch.full((spec.timesteps,), int(layer.neuron["vDecay"]), dtype=torch.int64)
+            for layer in spec.layers]
+
+
 @torch.no_grad()
 def _emulate_batch(spec: NetSpec, x: np.ndarray, probe_layers: bool) -> ChipRun:
     steps, n = spec.timesteps, len(x)
     payload = torch.from_numpy(input_payload(x, spec.input_scale)).long()
     weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers]
-    schedules = [torch.from_numpy(np.asarray(layer.dv_schedule, dtype=np.int64)) if layer.dv_schedule is not None
-                 else torch.full((steps,), int(layer.neuron["vDecay"]), dtype=torch.int64) for layer in spec.layers]
+    schedules = layer_schedules(spec)
     thresholds = [int(layer.neuron["vThMant"]) << 6 for layer in spec.layers]
     voltages = [torch.zeros(n, w.shape[0], dtype=torch.int64) for w in weights]
     spikes_out = [[] for _ in spec.layers[:-1]]
@@ -55,9 +67,7 @@ def _emulate_batch(spec: NetSpec, x: np.ndarray, probe_layers: bool) -> ChipRun:
         signal = None
         for i, (w, dv) in enumerate(zip(weights, schedules)):
             current = first_current if i == 0 else (signal @ w.T) << 6
-            decayed = voltages[i] * (fx.DECAY_UNITY - dv[t])
-            decayed = torch.sign(decayed) * (decayed.abs() >> fx.DECAY_BITS)
-            v = (decayed + current).clamp(-fx.STATE_LIMIT, fx.STATE_LIMIT)
+            v = (chip_leak(voltages[i], dv[t]) + current).clamp(-fx.STATE_LIMIT, fx.STATE_LIMIT)
             s = v > thresholds[i]
             voltages[i] = torch.where(s, torch.zeros_like(v), v)
             signal = s.long()

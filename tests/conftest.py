@@ -13,10 +13,11 @@ def digits():
     return load_dataset("digits")
 
 
-def trained_checkpoint(digits, neuron: str, epochs: int = 3, hidden=(32, 16)) -> dict:
+def trained_checkpoint(digits, neuron: str, epochs: int = 3, hidden=(32, 16), perturb: str = "rfgsm",
+                       train_eps=None) -> dict:
     torch.manual_seed(0)
     model = build_model(ModelConfig(neuron=neuron, hidden=list(hidden)))
-    config = TrainConfig(epochs=epochs, perturb="rfgsm")
+    config = TrainConfig(epochs=epochs, perturb=perturb, train_eps=train_eps)
     train(model, digits[0], config, progress=False)
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model_config": model.config.to_dict(), "train_config": config.to_dict(),
@@ -31,3 +32,14 @@ def lif_checkpoint(digits):
 @pytest.fixture(scope="session")
 def dlif_checkpoint(digits):
     return trained_checkpoint(digits, "dlif")
+
+
+@pytest.fixture(scope="session")
+def natural_checkpoint(digits):
+    return trained_checkpoint(digits, "dlif", epochs=6, perturb="none")
+
+
+@pytest.fixture(scope="session")
+def ibp_checkpoint(digits):
+    """Certifiably trained (S-IBP at 8/255), for tests that need verified samples."""
+    return trained_checkpoint(digits, "dlif", epochs=6, perturb="ibp", train_eps=8 / 255)

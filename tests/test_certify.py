@@ -1,0 +1,172 @@
+"""Certification soundness: bounds contain every reachable output, are exact at eps = 0,
+and verified samples never fall to an attack; the integer certificate holds on the chip."""
+import numpy as np
+import pytest
+import torch
+
+from loihi_stable import fixed_point as fx
+from loihi_stable.certify import (Box, crown_margin_lower_bound, ibp_bounds, margin_lower_bound,
+                                  module_bounds, spike_input_bounds, verified)
+from loihi_stable.certify.chip import chip_bounds, check_chip_certificate, sample_ball
+from loihi_stable.certify.scrown import _reset_relaxation, _spike_relaxation
+from loihi_stable.certify.sibp import forward_spikes
+from loihi_stable.certify.verify import certify
+from netx_export.export import model_from_checkpoint, write_netx
+from netx_export.lava_runner import read_netx
+
+EPS = 8 / 255
+MODES = {"quantized": lambda: torch.no_grad(), "unquantized": fx.unquantized}
+TOL = {"quantized": 0.0, "unquantized": 1e-4}  # float32 rounding of the plain-float twin
+
+
+def ball_points(x, eps, n, seed=0):
+    return [torch.from_numpy(p) for p in sample_ball(x.numpy(), eps, n, seed)]
+
+
+def recorded(model, x):
+    model.set_recording(True)
+    with torch.no_grad():
+        logits = model(x)
+    rec = [dict(n.recording) for n in model.spiking_neurons]
+    model.set_recording(False)
+    return logits, rec
+
+
+def test_module_bounds_contain_conv_bn_pool_outputs():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5))
+    bn = net[1]
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(-2, 2)
+    net.eval()
+    x = torch.rand(3, 2, 8, 8)
+    with torch.no_grad():
+        box = module_bounds(net, Box.linf_ball(x, 0.05))
+        for _ in range(50):
+            point = (x + 0.05 * torch.empty_like(x).uniform_(-1, 1)).clamp(0, 1)
+            assert box.contains(net(point), tol=1e-5)
+        exact = module_bounds(net, Box.point(x))
+        torch.testing.assert_close(exact.lo, net(x)), torch.testing.assert_close(exact.hi, net(x))
+    assert (box.hi - box.lo).min() > 0
+
+
+def test_relaxations_hold_on_their_interval():
+    rng = np.random.default_rng(0)
+    th = 1.0
+    for _ in range(200):
+        lo, hi = np.sort(rng.uniform(-3, 4, size=2))
+        v = torch.linspace(lo, hi, 401, dtype=torch.float64)
+        box = Box(torch.tensor([lo], dtype=torch.float64), torch.tensor([hi], dtype=torch.float64))
+        for relax, f in ((_spike_relaxation, lambda z: (z > th).double()), (_reset_relaxation, lambda z: z * (z <= th))):
+            a_lo, b_lo, a_hi, b_hi = relax(box, th)
+            assert (a_lo * v + b_lo <= f(v) + 1e-9).all() and (f(v) <= a_hi * v + b_hi + 1e-9).all()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("neuron", ["lif", "dlif"])
+def test_ibp_bounds_contain_random_points(digits, neuron, mode, request):
+    model = model_from_checkpoint(request.getfixturevalue(f"{neuron}_checkpoint")).eval()
+    x, y = digits[1].x[:64], digits[1].y[:64]
+    tol = TOL[mode]
+    with MODES[mode](), torch.no_grad():
+        bounds = ibp_bounds(model, x, EPS)
+        crown = crown_margin_lower_bound(model, x, y, EPS, bounds)
+        undecided = sum(((b.hi - b.lo) > 0).sum().item() for b in bounds.spikes)
+        assert undecided > 0, "no spike is undecided: the test would be vacuous"
+        for point in ball_points(x, EPS, 24):
+            logits, rec = recorded(model, point)
+            assert bounds.logits.contains(logits, tol)
+            for layer, states in enumerate(rec):
+                assert bounds.voltage[layer].contains(states["voltage"], tol), f"voltage, layer {layer}"
+                assert bounds.spikes[layer].contains(states["spike"]), f"spikes, layer {layer}"
+            margin = logits.gather(1, y[:, None]) - logits
+            assert (margin >= margin_lower_bound(bounds, y) - tol - 1e-6).all()
+            assert (margin >= crown - tol - 1e-6).all()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_bounds_are_exact_at_eps_zero(digits, dlif_checkpoint, mode):
+    model = model_from_checkpoint(dlif_checkpoint).eval()
+    x, y = digits[1].x[:64], digits[1].y[:64]
+    with MODES[mode](), torch.no_grad():
+        bounds = ibp_bounds(model, x, 0.0)
+        logits, rec = recorded(model, x)
+        for layer, states in enumerate(rec):
+            torch.testing.assert_close(bounds.voltage[layer].lo, states["voltage"], rtol=0, atol=TOL[mode])
+            torch.testing.assert_close(bounds.voltage[layer].hi, states["voltage"], rtol=0, atol=TOL[mode])
+        torch.testing.assert_close(bounds.logits.lo, logits, rtol=0, atol=TOL[mode] + 1e-6)
+        torch.testing.assert_close(bounds.logits.hi, logits, rtol=0, atol=TOL[mode] + 1e-6)
+        correct = logits.argmax(1) == y
+        assert torch.equal(verified(margin_lower_bound(bounds, y), y), correct & (logits.topk(2).values.diff(dim=1).abs().squeeze(1) > 0))
+
+
+def test_spike_input_bounds_contain_flipped_inputs(dlif_checkpoint):
+    model = model_from_checkpoint(dlif_checkpoint).eval()
+    gen = torch.Generator().manual_seed(0)
+    spikes = (torch.rand(16, 64, 8, generator=gen) < 0.3).float()
+    flips = 3
+    with torch.no_grad():
+        exact = spike_input_bounds(model, spikes, 0)
+        torch.testing.assert_close(exact.logits.lo, forward_spikes(model, spikes), rtol=0, atol=1e-6)
+        bounds = spike_input_bounds(model, spikes, flips)
+        assert (bounds.logits.hi - bounds.logits.lo).max() > 0
+        for _ in range(40):
+            flipped = spikes.clone().reshape(16, -1)
+            for row in flipped:
+                where = torch.randperm(row.numel(), generator=gen)[:int(torch.randint(0, flips + 1, (1,), generator=gen))]
+                row[where] = 1 - row[where]
+            assert bounds.logits.contains(forward_spikes(model, flipped.reshape(spikes.shape)), 1e-6)
+
+
+def test_verified_samples_never_fall_to_pgd(digits, ibp_checkpoint):
+    model = model_from_checkpoint(ibp_checkpoint)
+    x, y = digits[1].x[:120], digits[1].y[:120]
+    result = certify(model, x, y, EPS, progress=False)
+    flags = result["_flags"]
+    assert result["verified"] > 0.2, result  # non-trivial at a small eps
+    assert not (flags["verified"] & ~flags["pgd"]).any()
+    assert result["verified"] <= result["pgd"] <= result["clean"] + 1e-9
+    assert (flags["verified"] == (flags["ibp"] | flags["crown"])).all()
+
+
+@pytest.mark.parametrize("neuron", ["lif", "dlif"])
+def test_chip_certificate_is_the_integer_image_of_the_float_one(tmp_path, digits, neuron, request):
+    checkpoint = request.getfixturevalue(f"{neuron}_checkpoint")
+    model = model_from_checkpoint(checkpoint).eval()
+    write_netx(model, checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x, y = digits[1].x[:96], digits[1].y[:96]
+    cert = chip_bounds(spec, x.numpy(), y.numpy(), EPS)
+    with torch.no_grad():
+        bounds = ibp_bounds(model, x, EPS)
+    scale = model.config.timesteps * fx.STATE_SCALE
+    np.testing.assert_array_equal(cert.readout_lo, np.round(bounds.logits.lo.numpy() * scale).astype(np.int64))
+    np.testing.assert_array_equal(cert.readout_hi, np.round(bounds.logits.hi.numpy() * scale).astype(np.int64))
+    np.testing.assert_array_equal(cert.verified, verified(margin_lower_bound(bounds, y), y).numpy())
+    check = check_chip_certificate(spec, cert, x.numpy(), y.numpy(), EPS, points=12)
+    assert check == {"points_per_sample": 12, "readouts_inside_bounds": True, "verified_samples_broken": 0}
+
+
+def test_ibp_training_raises_verified_accuracy(digits, natural_checkpoint, ibp_checkpoint):
+    test = digits[1]
+    results = {name: certify(model_from_checkpoint(ckpt), test.x[:200], test.y[:200], EPS, method="ibp",
+                             progress=False)
+               for name, ckpt in (("natural", natural_checkpoint), ("ibp", ibp_checkpoint))}
+    print({k: {m: r[m] for m in ("clean", "pgd", "verified")} for k, r in results.items()})
+    assert results["ibp"]["verified"] > results["natural"]["verified"] + 0.1, results
+    assert results["ibp"]["clean"] > 0.7, results  # 6 epochs of a 32-16 network
+
+
+@pytest.mark.lava
+def test_chip_bounds_hold_on_lava(tmp_path, digits, dlif_checkpoint):
+    from netx_export.lava_runner import run_network
+
+    model = model_from_checkpoint(dlif_checkpoint)
+    write_netx(model, dlif_checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x, y = digits[1].x[:8].numpy(), digits[1].y[:8].numpy()
+    cert = chip_bounds(spec, x, y, EPS)
+    points = sample_ball(x, EPS, 3, seed=1)
+    readout = run_network(spec, points.reshape(-1, x.shape[1]), progress=False).readout.reshape(3, len(x), -1)
+    assert ((readout >= cert.readout_lo) & (readout <= cert.readout_hi)).all()
+    assert (readout.argmax(-1)[:, cert.verified] == y[cert.verified]).all()
