@@ -170,3 +170,25 @@ def test_chip_bounds_hold_on_lava(tmp_path, digits, dlif_checkpoint):
     readout = run_network(spec, points.reshape(-1, x.shape[1]), progress=False).readout.reshape(3, len(x), -1)
     assert ((readout >= cert.readout_lo) & (readout <= cert.readout_hi)).all()
     assert (readout.argmax(-1)[:, cert.verified] == y[cert.verified]).all()
+
+
+def test_cli_certify_writes_fractions(tmp_path, ibp_checkpoint):
+    from typer.testing import CliRunner
+
+    from loihi_stable.cli import app
+    from loihi_stable.io import save_checkpoint
+    import json
+
+    save_checkpoint(tmp_path / "m.pt", ibp_checkpoint)
+    out = tmp_path / "cert.json"
+    result = CliRunner().invoke(app, ["certify", str(tmp_path / "m.pt"), "--eps", "8/255", "--limit", "40",
+                                      "--points", "2", "--json", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for key in ("clean", "pgd", "verified", "verified_chip", "ibp", "crown"):
+        assert 0.0 <= data[key] <= 1.0
+    assert data["n"] == 40 and data["verified"] <= data["pgd"]
+    assert data["chip_check"]["readouts_inside_bounds"] and data["verified_but_broken_by_pgd"] == 0
+    assert "S-IBP" in result.output and "verified on chip" in result.output
+    bad = CliRunner().invoke(app, ["certify", str(tmp_path / "m.pt"), "--method", "lp"])
+    assert bad.exit_code == 2 and bad.output.strip().startswith("error: unknown --method")
