@@ -137,21 +137,26 @@ def run(
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    dlif_schedule: Optional[str] = typer.Option(
+        None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
+                   "(set between steps on stock LIF neurons; Loihi2HwCfg default, slower)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Run an exported network on Lava and compare it with the float model."""
     from netx_export.backends import check_backend
     from netx_export.deploy import compare
-    from netx_export.lava_runner import read_netx
+    from netx_export.lava_runner import read_netx, resolve_dlif_schedule
 
     from .io import write_json
     from .report import table
 
     eps_value = parse_eps(eps)
     check_outputs(limit, json_out)
+    if backend != "emulator":
+        resolve_dlif_schedule(backend, dlif_schedule)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
     spec = read_netx(network)
-    result = compare(spec, backend, attack, eps_value, limit, progress=not quiet)
+    result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule)
     rows = [[name, r["accuracy_unquantized"], r["accuracy_float"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]
     typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "

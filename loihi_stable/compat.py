@@ -1,6 +1,6 @@
 """Run lava-nc 0.10 / lava-dl 0.6 on Python 3.11 without editing installed files.
 
-Three incompatibilities are handled at import time, before any Lava module loads:
+Three incompatibilities (and one Lava bug) are handled at import time, before any Lava module loads:
 
 1. ``lava.magma.compiler.var_model`` uses a mutable dataclass instance
    (``ByteEncoder()``) as a field default, which Python 3.11 rejects. We load
@@ -14,6 +14,10 @@ Three incompatibilities are handled at import time, before any Lava module loads
    torchvision and OpenCV (neither works beside the CPU torch here). We register
    a placeholder module that raises a clear ImportError when anything in it is
    used; nothing in this project uses it.
+4. Lava bug (all Pythons): ``Var.set`` on an integer scalar Var of a Python process
+   model (a LIF's ``dv``) stores a float, after which the model's integer update and
+   ``Var.get`` fail or hang. The same loader casts the value back to int. The host-set
+   DLIF decay (what Loihi2HwCfg uses) depends on it.
 """
 from __future__ import annotations
 
@@ -29,6 +33,10 @@ SOURCE_FIXES = {
         ("from dataclasses import dataclass, InitVar\n",
          "from dataclasses import dataclass, InitVar, field\n"),
         ("ByteEncoder = ByteEncoder()", "ByteEncoder = field(default_factory=ByteEncoder)"),
+    ],
+    "lava.magma.core.model.py.model": [  # Var.set stored a float into an int Var (then get hangs)
+        ("                setattr(self, var_name, buffer.item())",
+         "                setattr(self, var_name, int(buffer.item()))"),
     ],
     "lava.magma.runtime.message_infrastructure.multiprocessing": [
         ("mp.set_start_method('fork')", "mp.set_start_method('fork', force=True)"),

@@ -20,10 +20,11 @@ def check_backend(backend: str) -> None:
 
 
 def run_on(spec: NetSpec, x: np.ndarray, backend: str, progress: bool = True,
-           probe_layers: bool = False) -> ChipRun:
+           probe_layers: bool = False, dlif_schedule: str | None = None) -> ChipRun:
     check_backend(backend)
     if backend == "emulator":
         from netx_export.emulator import emulate
 
         return emulate(spec, x, probe_layers=probe_layers)
-    return run_network(spec, x, backend=backend, progress=progress, probe_layers=probe_layers)
+    return run_network(spec, x, backend=backend, progress=progress, probe_layers=probe_layers,
+                       dlif_schedule=dlif_schedule)

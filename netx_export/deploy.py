@@ -13,7 +13,7 @@ from loihi_stable.errors import UserError
 
 from netx_export.backends import run_on
 from netx_export.export import model_from_checkpoint
-from netx_export.lava_runner import NetSpec
+from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
 
 ATTACKS = ("none", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "gaussian")
 CRAFTING = ("chip-aware", "transfer")
@@ -39,7 +39,7 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
 
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
-            limit: int | None = None, progress: bool = True) -> dict:
+            limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None) -> dict:
     """Accuracy of the float model and the chip, and how often they agree, per input set.
 
     Input sets: clean, the attack crafted chip-aware (named after the attack) and, for
@@ -61,7 +61,7 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
             sets[f"{attack}-transfer"] = craft(model, attack, test.x, test.y, eps, "transfer")
     start = time.perf_counter()
     inputs = torch.cat(list(sets.values()))
-    chip = run_on(spec, inputs.numpy(), backend, progress=progress).predictions
+    chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions
     chip_seconds = time.perf_counter() - start
     with torch.no_grad():
         floats = model(inputs).argmax(1).numpy()
@@ -77,5 +77,7 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     headline = results[attack if attack != "none" else "clean"]
     return {**headline, "n": n, "backend": backend, "attack": attack, "eps": eps,
             "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,
-            "dataset": spec.dataset, "dlif_schedule": "exact" if spec.neuron == "dlif" else "n/a",
+            "dataset": spec.dataset,
+            "dlif_schedule": ("n/a" if spec.neuron != "dlif" or backend == "emulator"
+                              else resolve_dlif_schedule(backend, dlif_schedule)),
             "chip_samples_per_second": len(inputs) / chip_seconds, "results": results}

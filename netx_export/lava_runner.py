@@ -22,6 +22,10 @@ from loihi_stable.io import checkpoint_from_bytes
 from netx_export.export import EXTENSION_GROUP, FORMAT_VERSION
 
 BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
+# how DLIF's per-step voltage decay reaches Lava: inside the DLIFReset process model
+# (simulator only), or set on stock LIFReset neurons from the host between steps
+# (the only way on Loihi 2, whose neuron cores take one vDecay per compartment)
+DLIF_SCHEDULES = ("process", "host")
 FIRST_LAYER_LAG = 2  # step at which layer 0 integrates frame 0 (1-based Lava time)
 
 
@@ -108,7 +112,23 @@ def run_config(backend: str):
                         exception_proc_model_map={DLIFReset: PyDLIFResetModelBitAcc})
 
 
-def _build_layers(spec: NetSpec):
+def resolve_dlif_schedule(backend: str, dlif_schedule: str | None) -> str:
+    """'process' on the simulator and 'host' on Loihi 2 unless asked otherwise."""
+    if dlif_schedule is None:
+        return "host" if backend == "Loihi2HwCfg" else "process"
+    if dlif_schedule not in DLIF_SCHEDULES:
+        raise UserError(f"unknown DLIF schedule '{dlif_schedule}': choose one of {', '.join(DLIF_SCHEDULES)}")
+    if backend == "Loihi2HwCfg" and dlif_schedule == "process":
+        raise UserError("the DLIFReset process has no Loihi 2 model: use --dlif-schedule host on Loihi2HwCfg")
+    return dlif_schedule
+
+
+def _local_step(time_step: int, offset: int, timesteps: int) -> int:
+    """Position in its reset window of a layer at Lava time step ``time_step`` (1-based)."""
+    return (time_step - offset) % timesteps
+
+
+def _build_layers(spec: NetSpec, dlif_schedule: str = "process"):
     from lava.lib.dl.netx.blocks.process import Dense
     from lava.lib.dl.netx.utils import optimize_weight_bits
     from lava.proc.lif.process import LIFReset
@@ -122,8 +142,10 @@ def _build_layers(spec: NetSpec):
                   "du": int(layer.neuron["iDecay"]) - 1, "dv": int(layer.neuron["vDecay"]),
                   "bias_exp": 6, "num_message_bits": 0, "reset_interval": spec.timesteps,
                   "reset_offset": (FIRST_LAYER_LAG + i) % spec.timesteps}
-        if layer.dv_schedule is not None:
+        if layer.dv_schedule is not None and dlif_schedule == "process":
             params.update(neuron_proc=DLIFReset, dv_schedule=layer.dv_schedule)
+        elif layer.dv_schedule is not None:  # host: start with the decay of Lava's time step 1
+            params["dv"] = int(layer.dv_schedule[_local_step(1, params["reset_offset"], spec.timesteps)])
         blocks.append(Dense(shape=(weight.shape[0],), neuron_params=params, weight=weight,
                             num_weight_bits=bits, sign_mode=sign_mode,
                             weight_exponent=exponent + (spec.input_weight_exp if i == 0 else 0),
@@ -157,16 +179,18 @@ def _sample_rows(n: int, timesteps: int, layer: int) -> np.ndarray:
 
 def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
                 progress: bool = True, probe_layers: bool = False,
-                chunk_samples: int = 32) -> ChipRun:
-    """Run samples ``x`` (N, features) in [0, 1] through Lava, streaming them back to back."""
+                chunk_samples: int = 32, dlif_schedule: str | None = None) -> ChipRun:
+    """Run samples ``x`` (N, features) in [0, 1] through Lava, streaming them back to back.
+
+    With ``dlif_schedule='host'`` the network runs one step per call and each DLIF layer's
+    ``dv`` is set from the host before every step (slower; what Loihi2HwCfg needs).
+    """
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
 
+    dlif_schedule = resolve_dlif_schedule(backend, dlif_schedule)
     cfg = run_config(backend)
-    if backend == "Loihi2HwCfg" and any(layer.dv_schedule is not None for layer in spec.layers):
-        raise UserError("DLIF's per-step voltage decay is not yet built for Loihi2HwCfg (LIF networks run "
-                        "there): use --backend Loihi2SimCfg for DLIF")
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     if x.shape[1] != spec.in_features:
         raise UserError(f"inputs have {x.shape[1]} features, the network expects {spec.in_features}")
@@ -176,7 +200,10 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
     frames = np.zeros((spec.in_features, total), dtype=np.int32)
     frames[:, : n * steps] = np.repeat(input_payload(x, spec.input_scale).T, steps, axis=1)
 
-    blocks = _build_layers(spec)
+    blocks = _build_layers(spec, dlif_schedule)
+    host_set = [(block.neuron.dv, np.asarray(layer.dv_schedule), (FIRST_LAYER_LAG + i) % steps)
+                for i, (block, layer) in enumerate(zip(blocks, spec.layers))
+                if layer.dv_schedule is not None and dlif_schedule == "host"]
     source = RingBuffer(data=frames)
     source.s_out.connect(blocks[0].inp)
     readout_monitor = Monitor()
@@ -192,9 +219,11 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
     try:
         done = 0
         while done < total:
-            step = min(chunk_samples * steps, total - done)
+            step = 1 if host_set else min(chunk_samples * steps, total - done)
             source.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
             done += step
+            for dv, schedule, offset in host_set:  # the decay of the next time step
+                dv.set(np.array([schedule[_local_step(done + 1, offset, steps)]]))
             bar.update(min(n, done // steps) - bar.n)
         readout = _monitored(readout_monitor, "v")
         traces = [(_monitored(v, "v"), _monitored(s, "s_out")) for v, s in layer_monitors]

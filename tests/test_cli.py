@@ -166,3 +166,9 @@ def test_eval_bad_input(tmp_path, dlif_checkpoint, args, needle):
     out = tmp_path / "e.json"
     assert_one_line_error(*invoke("eval", tmp_path / "m.pt", *args, "--json", out), needle)
     assert not out.exists()
+
+
+def test_run_rejects_process_schedule_on_loihi2(exported):
+    assert_one_line_error(*invoke("run", exported, "--backend", "Loihi2HwCfg", "--dlif-schedule", "process"),
+                          "--dlif-schedule host")
+    assert_one_line_error(*invoke("run", exported, "--dlif-schedule", "sometimes"), "process, host")

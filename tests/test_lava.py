@@ -57,6 +57,42 @@ def test_dlif_schedule_matters_on_chip(tmp_path, digits, dlif_checkpoint):
     assert not np.array_equal(exact, approx)
 
 
+def test_host_set_dlif_schedule_matches_the_process(tmp_path, digits, dlif_checkpoint):
+    """Loihi2HwCfg's path, run on the simulator: stock LIFReset neurons whose dv the host sets
+    before every step reproduce the DLIFReset process (and so the float model) bit for bit."""
+    from netx_export.emulator import emulate
+
+    model = model_from_checkpoint(dlif_checkpoint)
+    write_netx(model, dlif_checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x = digits[1].x[:6].numpy()
+    host = run_network(spec, x, progress=False, probe_layers=True, dlif_schedule="host")
+    emulated = emulate(spec, x, probe_layers=True)
+    np.testing.assert_array_equal(host.readout, emulated.readout)
+    for layer, (spikes, voltage) in enumerate(zip(host.spikes, host.voltage)):
+        assert spikes.sum() > 0, f"layer {layer} never spiked"
+        np.testing.assert_array_equal(spikes, emulated.spikes[layer])
+        np.testing.assert_array_equal(voltage, emulated.voltage[layer])
+
+
+def test_var_set_on_an_integer_lif_var_keeps_it_integer():
+    """The compat fix behind the host-set schedule: Lava 0.10 stored a float and then hung."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.lif.process import LIF
+
+    lif = LIF(shape=(1,), du=4095, dv=100, bias_mant=50, vth=10000)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    try:
+        lif.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+        lif.dv.set(np.array([2000]))
+        assert lif.dv.get()[0] == 2000
+        lif.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+        assert lif.v.get()[0] == 50 * (4096 - 2000) // 4096 + 50
+    finally:
+        lif.stop()
+
+
 def test_stock_netx_loads_the_export(tmp_path, dlif_checkpoint):
     from lava.lib.dl.netx import hdf5
     from lava.magma.core.run_conditions import RunSteps
