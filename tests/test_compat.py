@@ -36,3 +36,15 @@ def test_object_detection_placeholder_says_what_is_missing():
 
     with pytest.raises(ImportError, match="torchvision"):
         obd.yolo_base  # noqa: B018
+
+
+def test_every_source_fix_matches_the_installed_lava():
+    """A fix whose text is absent would silently do nothing: each must find its target."""
+    import importlib.util
+
+    for module, fixes in compat.SOURCE_FIXES.items():
+        with open(importlib.util.find_spec(module).origin) as handle:
+            source = handle.read()
+        for old, new in fixes:
+            assert old in source, (module, old)
+            assert new in compat.patch_source(module, source)
