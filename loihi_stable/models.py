@@ -21,6 +21,10 @@ class ModelConfig:
     leak: float = 0.99
     threshold: float = 1.0
     weight_scale: float = 2.0
+    arch: str = "mlp"                       # mlp, convnet, convnet-s, vgg5, vgg11, wrn16-4
+    input_shape: list[int] | None = None    # (C, H, W) for conv architectures
+    mean: list[float] | None = None         # normalisation inside conv models
+    std: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,5 +75,16 @@ class SpikingMLP(torch.nn.Module):
             neuron.recording = {}
 
 
-def build_model(config: ModelConfig) -> SpikingMLP:
-    return SpikingMLP(config)
+def build_model(config: ModelConfig) -> torch.nn.Module:
+    from .convnets import ARCHS, SpikingVGG, SpikingWRN
+
+    if config.arch == "mlp":
+        return SpikingMLP(config)
+    if config.arch not in ARCHS:
+        from .errors import UserError
+        raise UserError(f"unknown architecture '{config.arch}': choose one of {', '.join(ARCHS)}")
+    if config.input_shape is None:
+        raise ValueError("conv architectures need ModelConfig.input_shape (C, H, W)")
+    config.mean = config.mean or [0.0] * config.input_shape[0]
+    config.std = config.std or [1.0] * config.input_shape[0]
+    return SpikingWRN(config) if config.arch == "wrn16-4" else SpikingVGG(config)

@@ -62,3 +62,33 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax_mppd.legend()
     fig.suptitle(title)
     _save(fig, path)
+
+
+def plot_training(history: list[dict], path: str | Path, title: str = "") -> None:
+    """Loss parts, clean/PGD validation accuracy, MS-MPPD and the DLIF a[t] over epochs."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    for key in ("loss", "ce_clean", "ce_pert", "ce_ibp"):
+        if key in history[0]:
+            axes[0].plot(epochs, [row[key] for row in history], label=key)
+    axes[0].set_title("loss parts")
+    for key in ("val_clean", "val_pgd"):
+        values = [row.get(key) for row in history]
+        if any(v is not None for v in values):
+            axes[1].plot(epochs, [100 * v if v is not None else float("nan") for v in values], label=key)
+    axes[1].set_title("validation accuracy (%)")
+    if "ms_mppd" in history[0]:
+        axes[2].plot(epochs, [row["ms_mppd"] for row in history], color="#c44e52")
+    axes[2].set_title("MS-MPPD (last spiking layer)")
+    last = history[-1].get("leak_scale", [])
+    for layer, scales in enumerate(last):
+        axes[3].plot(range(len(scales)), scales, marker="o", label=f"layer {layer + 1}")
+    axes[3].set_title(f"DLIF a[t] after epoch {epochs[-1]}")
+    axes[3].set_xlabel("time step t")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[0].set_xlabel("epoch")
+    fig.suptitle(title)
+    _save(fig, path)
