@@ -112,6 +112,7 @@ def train(
     train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, epochs=epochs, lr=lr, seed=seed,
                             batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
                             val_size=val_size, val_eps=parse_eps(val_eps),
+                            data_root=str(data_root) if data_root else None,
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
     rank, world = _init_distributed(device)
     target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if (
@@ -172,8 +173,15 @@ def export(
     from netx_export.export import export_checkpoint
 
     output = output or checkpoint.with_suffix(".net")
-    export_checkpoint(checkpoint, output)
+    check_outputs(None, output)
+    report = export_checkpoint(checkpoint, output)
     typer.echo(f"exported {checkpoint} -> {output} (NetX HDF5)")
+    if report:
+        typer.echo(f"folded normalisation, BatchNorm and pooling into {report['layers']} Loihi layers; on "
+                   f"{report['n']} test samples the folded float network agrees with the model on "
+                   f"{100 * report['folded_agreement']:.1f}% of predictions, its 8-bit version on "
+                   f"{100 * report['quantized_agreement']:.1f}% (accuracy {report['model_accuracy']:.4f} -> "
+                   f"{report['quantized_accuracy']:.4f})")
 
 
 @app.command()

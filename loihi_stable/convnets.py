@@ -43,23 +43,31 @@ class Normalize(torch.nn.Module):
 
 
 class ConvBN(torch.nn.Module):
-    """Conv3x3 (bias) -> BatchNorm on every time step: the synapse of a spiking conv layer."""
+    """Conv3x3 (bias) -> BatchNorm on every time step: the synapse of a spiking conv layer.
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, bn: bool = True):
+    With ``normalize`` (the first layer) the image is zero-padded in pixels, then normalised,
+    so that the normalisation folds into the conv exactly at export, border included.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, bn: bool = True,
+                 normalize: "Normalize | None" = None):
         super().__init__()
-        self.conv = torch.nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=True)
+        self.normalize = normalize
+        self.conv = torch.nn.Conv2d(c_in, c_out, 3, stride=stride, padding=0 if normalize else 1, bias=True)
         self.bn = torch.nn.BatchNorm2d(c_out) if bn else torch.nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize is not None:
+            x = self.normalize(F.pad(x, (1, 1, 1, 1)))
         return self.bn(self.conv(x))
 
 
 class SpikingConv(torch.nn.Module):
     """ConvBN -> LIF/DLIF on (B, C, H, W, T); a static input (B, C, H, W) is computed once."""
 
-    def __init__(self, neuron, c_in: int, c_out: int):
+    def __init__(self, neuron, c_in: int, c_out: int, normalize: "Normalize | None" = None):
         super().__init__()
-        self.synapse = ConvBN(c_in, c_out)
+        self.synapse = ConvBN(c_in, c_out, normalize=normalize)
         self.neuron = neuron
 
     def current(self, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -102,7 +110,7 @@ class SpikingVGG(torch.nn.Module):
         self.config = config
         convs, hidden = VGG_LAYOUTS[config.arch]
         c, h, w = config.input_shape
-        self.normalize = Normalize(config.mean, config.std)
+        normalize = Normalize(config.mean, config.std)
         self.features = torch.nn.ModuleList()
         self.layout = []
         for item in convs:
@@ -110,7 +118,7 @@ class SpikingVGG(torch.nn.Module):
                 self.layout.append("A")
                 h, w = h // 2, w // 2
                 continue
-            self.features.append(SpikingConv(self._neuron(), c, item))
+            self.features.append(SpikingConv(self._neuron(), c, item, normalize if not self.features else None))
             self.layout.append(len(self.features) - 1)
             c = item
         sizes = [c * h * w, *hidden]
@@ -129,7 +137,7 @@ class SpikingVGG(torch.nn.Module):
 
     def forward_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         steps = self.config.timesteps
-        h = self.normalize(x.reshape(-1, *self.config.input_shape))
+        h = x.reshape(-1, *self.config.input_shape)
         current = None
         for item in self.layout:
             if item == "A":

@@ -47,6 +47,7 @@ class TrainConfig:
     val_size: int = 500             # validation subset (first N test samples) per epoch
     val_eps: float = 8 / 255        # PGD-10 budget of the per-epoch robust accuracy
     limit: int | None = None        # train on the first N samples (smoke runs)
+    data_root: str | None = None    # folder of fashion-mnist / CIFAR files
 
     def __post_init__(self):
         if self.perturb not in PERTURBATIONS:

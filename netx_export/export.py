@@ -19,6 +19,7 @@ import torch
 
 from loihi_stable import fixed_point as fx
 from loihi_stable.io import atomic_path, load_checkpoint
+from loihi_stable.blocks import READOUT_NEURON
 from loihi_stable.models import ModelConfig, SpikingMLP, build_model
 
 FORMAT_VERSION = 1
@@ -27,37 +28,102 @@ EXTENSION_GROUP = "loihi_stable"
 
 def model_from_checkpoint(payload: dict) -> SpikingMLP:
     model = build_model(ModelConfig.from_dict(payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        from loihi_stable.errors import UserError
+        raise UserError(f"the checkpoint's weights do not fit a {model.config.arch} network of this loihi-stable "
+                        "version (written by another version?): retrain it with 'loihi-stable train'") from None
     model.eval()
     return model
+
+
+def _neuron_arrays(neuron, scale: float) -> dict:
+    params = dict(neuron.device_params)
+    params["vThMant"] = int(neuron.threshold * scale * fx.WEIGHT_SCALE)
+    return params
+
+
+def _write_meta(handle, model, checkpoint: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    meta = handle.create_group(EXTENSION_GROUP)
+    meta.attrs.update({
+        "format_version": FORMAT_VERSION,
+        "timesteps": model.config.timesteps,
+        "input_scale": fx.INPUT_SCALE,
+        "input_message_bits": fx.INPUT_MESSAGE_BITS,
+        "input_weight_exp": fx.INPUT_WEIGHT_EXP,
+        "neuron": model.config.neuron,
+        "arch": model.config.arch,
+        "dataset": checkpoint.get("train_config", {}).get("dataset", "digits"),
+    })
+    meta.create_dataset("checkpoint", data=np.void(buffer.getvalue()))
+
+
+def write_conv_netx(model, checkpoint: dict, path: str | Path) -> list:
+    """A conv SNN with normalisation, BatchNorm and pooling folded away (see ``folding``)."""
+    from netx_export.folding import fold_model, layer_arrays
+
+    layers = fold_model(model)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            group = handle.create_group("layer")
+            entries = [{"type": [b"input"], "shape": np.array(model.config.input_shape)}]
+            for i, layer in enumerate(layers):
+                if layer.kind == "dense" and (i == 0 or layers[i - 1].kind == "conv"):
+                    entries.append({"type": [b"flatten"]})
+                arrays = layer_arrays(layer)
+                neuron = _neuron_arrays(layer.neuron, layer.scale) if layer.neuron is not None else READOUT_NEURON
+                entries.append({**arrays, **{f"neuron/{k}": v for k, v in neuron.items()}})
+            for i, entry in enumerate(entries):
+                sub = group.create_group(str(i))
+                for key, value in entry.items():
+                    if key == "type":
+                        sub.create_dataset("type", (1,), "S10", value)
+                    else:
+                        sub.create_dataset(key, data=value)
+            _write_meta(handle, model, checkpoint)
+    return layers
 
 
 def write_netx(model: SpikingMLP, checkpoint: dict, path: str | Path) -> None:
     """Atomically write ``model`` (and ``checkpoint`` for provenance) to ``path``."""
     model.eval()
+    if getattr(model.config, "arch", "mlp") != "mlp":
+        write_conv_netx(model, checkpoint, path)
+        return
     with torch.no_grad():  # slayer's export needs one forward pass to fix shapes
         model(torch.zeros(1, model.config.in_features))
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             layers = handle.create_group("layer")
             for i, block in enumerate(model.blocks):
                 block.export_hdf5(layers.create_group(str(i)))
             model.readout.export_hdf5(layers.create_group(str(len(model.blocks))))
-            meta = handle.create_group(EXTENSION_GROUP)
-            meta.attrs.update({
-                "format_version": FORMAT_VERSION,
-                "timesteps": model.config.timesteps,
-                "input_scale": fx.INPUT_SCALE,
-                "input_message_bits": fx.INPUT_MESSAGE_BITS,
-                "input_weight_exp": fx.INPUT_WEIGHT_EXP,
-                "neuron": model.config.neuron,
-                "dataset": checkpoint.get("train_config", {}).get("dataset", "digits"),
-            })
-            meta.create_dataset("checkpoint", data=np.void(buffer.getvalue()))
+            _write_meta(handle, model, checkpoint)
 
 
-def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path) -> None:
+def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_samples: int = 256) -> dict | None:
+    """Export; for conv networks also measure what folding and 8-bit quantization changed."""
     payload = load_checkpoint(checkpoint_path)
-    write_netx(model_from_checkpoint(payload), payload, out_path)
+    model = model_from_checkpoint(payload)
+    write_netx(model, payload, out_path)
+    if model.config.arch == "mlp":
+        return None
+    from loihi_stable.data import load_dataset
+    from netx_export.folding import fold_model, run_folded
+
+    _, test = load_dataset(payload["train_config"].get("dataset", "digits"),
+                           payload["train_config"].get("data_root"))
+    test = test.head(check_samples)
+    x = test.x.reshape(-1, *model.config.input_shape)
+    layers = fold_model(model)
+    with torch.no_grad():
+        reference = model(test.x).argmax(1)
+    folded = run_folded(layers, x, model.config.timesteps).argmax(1)
+    quantized = run_folded(layers, x, model.config.timesteps, quantized=True).argmax(1)
+    return {"layers": len(layers), "n": len(test), "folded_agreement": float((folded == reference).float().mean()),
+            "quantized_agreement": float((quantized == reference).float().mean()),
+            "model_accuracy": float((reference == test.y).float().mean()),
+            "quantized_accuracy": float((quantized == test.y).float().mean())}
