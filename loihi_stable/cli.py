@@ -114,9 +114,12 @@ def train(
                             val_size=val_size, val_eps=parse_eps(val_eps),
                             data_root=str(data_root) if data_root else None,
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
-    rank, world = _init_distributed(device)
-    target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if (
-        device == "cuda" or (device == "auto" and torch.cuda.is_available())) else torch.device("cpu")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    rank, world = _init_distributed(use_cuda)
+    if not use_cuda:
+        from .allocator import keep_freed_memory
+        keep_freed_memory()  # large T-folded buffers are reused instead of page-faulted in every step
+    target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
     train_set, test_set = load_dataset(dataset, data_root)
     torch.manual_seed(seed)
     model_cfg = ModelConfig(in_features=int(train_set.x[0].numel()), hidden=sizes, classes=info.classes,
@@ -145,7 +148,7 @@ def train(
         torch.distributed.destroy_process_group()
 
 
-def _init_distributed(device: str) -> tuple[int, int]:
+def _init_distributed(use_cuda: bool) -> tuple[int, int]:
     """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -153,7 +156,6 @@ def _init_distributed(device: str) -> tuple[int, int]:
     import torch
     import torch.distributed as dist
 
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")

@@ -23,13 +23,13 @@ ARCHS = ("mlp", *VGG_LAYOUTS, "wrn16-4")
 
 
 def fold(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W, T) -> (B*T, C, H, W), time-major within each sample."""
-    return x.permute(0, 4, 1, 2, 3).reshape(-1, *x.shape[1:4])
+    """(B, C, H, W, T) -> (T*B, C, H, W), time-major: a free view of what the neurons return."""
+    return x.permute(4, 0, 1, 2, 3).reshape(-1, *x.shape[1:4])
 
 
 def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """(B*T, C, H, W) -> (B, C, H, W, T)."""
-    return x.reshape(-1, steps, *x.shape[1:]).permute(0, 2, 3, 4, 1)
+    """(T*B, C, H, W) -> (B, C, H, W, T), a view."""
+    return x.reshape(steps, -1, *x.shape[1:]).permute(1, 2, 3, 4, 0)
 
 
 class Normalize(torch.nn.Module):
@@ -228,7 +228,7 @@ class SpikingWRN(torch.nn.Module):
     def forward_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         steps = self.config.timesteps
         h = self.stem(self.normalize(x.reshape(-1, *self.config.input_shape)))
-        h = h.unsqueeze(1).expand(h.shape[0], steps, *h.shape[1:]).reshape(-1, *h.shape[1:])
+        h = h.unsqueeze(0).expand(steps, *h.shape).reshape(-1, *h.shape[1:])
         for block in self.blocks:
             h, _ = block(h, steps)
         current = unfold(self.bn(h), steps)

@@ -46,41 +46,52 @@ class FusedDynamics(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # dynamics stay fp32 under AMP
     def forward(ctx, current, decay, threshold, width, dv):
-        u = torch.zeros_like(current[..., 0])
-        volts, spikes = [], []
-        for t in range(current.shape[-1]):
+        # time-major and contiguous, so every step touches one dense block of memory; results
+        # are written in place (out=), spikes straight as floats, to keep each step at three passes
+        current = current.movedim(-1, 0).contiguous()
+        voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
+        u = torch.zeros_like(current[0])
+        for t in range(current.shape[0]):
             if dv is not None:
-                v = fx.chip_voltage_step(u, dv[t], current[..., t])
+                voltage[t] = fx.chip_voltage_step(u, dv[t], current[t])
             else:
-                v = decay[t] * u + current[..., t]
-            s = (v > threshold).to(current.dtype)
-            u = v * (1.0 - s)
-            volts.append(v)
-            spikes.append(s)
-        voltage, spike = torch.stack(volts, -1), torch.stack(spikes, -1)
-        ctx.save_for_backward(voltage, spike, decay)
+                torch.addcmul(current[t], u, decay[t], out=voltage[t])
+            torch.gt(voltage[t], threshold, out=spike[t])
+            u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])  # v*(1 - s)
+        ctx.save_for_backward(voltage, spike, state, decay)
         ctx.threshold, ctx.width = threshold, width
         ctx.mark_non_differentiable(voltage)
-        return spike, voltage
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the voltage output
+        return spike.movedim(0, -1), voltage.movedim(0, -1)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_spike, _grad_voltage):
-        voltage, spike, decay = ctx.saved_tensors
+        if grad_spike is None:  # the spikes were not used
+            return None, None, None, None, None
+        voltage, spike, state, decay = ctx.saved_tensors
         th, width = ctx.threshold, ctx.width
-        surrogate = (width - (voltage - th).abs()).clamp(min=0) / width**2
+        grad_spike = grad_spike.movedim(-1, 0)
         grad_current = torch.empty_like(voltage)
         grad_decay = torch.zeros_like(decay)
-        grad_u = torch.zeros_like(voltage[..., 0])
-        for t in reversed(range(voltage.shape[-1])):
-            sur, s, v = surrogate[..., t], spike[..., t], voltage[..., t]
-            grad_v = grad_spike[..., t] * sur + grad_u * ((1.0 - s) - v * sur)
-            grad_current[..., t] = grad_v
+        want_decay = ctx.needs_input_grad[1]
+        grad_u = None
+        for t in reversed(range(voltage.shape[0])):  # step by step: each step's tensors stay in cache
+            # triangle surrogate: max(0, width - |v - th|) / width^2
+            surrogate = (voltage[t] - th).abs_().neg_().add_(width).relu_()
+            if width != 1.0:
+                surrogate.div_(width**2)
+            if grad_u is None:  # last step: nothing flows back through the reset
+                grad_v = torch.mul(surrogate, grad_spike[t], out=grad_current[t])
+            else:
+                # u = v*(1 - s), reset not detached: dL/dv = sur*(g_s - g_u*v) + g_u*(1 - s)
+                grad_v = torch.addcmul(grad_spike[t], grad_u, voltage[t], value=-1.0, out=grad_current[t])
+                grad_v.mul_(surrogate).add_(grad_u).addcmul_(grad_u, spike[t], value=-1.0)
             if t > 0:
-                u_prev = voltage[..., t - 1] * (1.0 - spike[..., t - 1])
-                grad_decay[t] = (grad_v * u_prev).sum()
+                if want_decay:
+                    grad_decay[t] = torch.dot(grad_v.flatten(), state[t - 1].flatten())
                 grad_u = grad_v * decay[t]
-        return grad_current, grad_decay, None, None, None
+        return grad_current.movedim(0, -1), grad_decay, None, None, None
 
 
 class DLIF(SlayerNeuron):

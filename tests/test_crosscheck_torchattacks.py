@@ -2,10 +2,11 @@
 import pytest
 import torch
 
+import torchattacks  # the cross-check peer, installed by make setup
+
 from loihi_stable.attacks import APGD, FGSM, PGD
 from netx_export.export import model_from_checkpoint
 
-torchattacks = pytest.importorskip("torchattacks", reason="install torchattacks==3.5.1 (make setup does)")
 EPS = 16 / 255  # large enough on 8x8 digits that every attack bites
 
 

@@ -190,3 +190,11 @@ def test_torchrun_ddp_with_gloo_matches_one_process(tmp_path):
     assert any((one[k] != build_model(ModelConfig(hidden=[32])).state_dict()[k]).any() for k in one)
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    import platform
+
+    from loihi_stable.allocator import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
