@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 LAVA := lava-nc==0.10.0 lava-dl==0.6.0
 DEMO := runs/demo
 
-.PHONY: setup demo test test-fast clean
+CIFAR_RUN := runs/cifar10-vgg11
+NPROC ?= 1
+
+.PHONY: setup demo test test-fast clean fashion-mnist cifar10-vgg11 ablation
 
 setup: $(STAMP)
 
@@ -35,6 +38,26 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not lava"
+
+# Optional: the full Fashion-MNIST (60k/10k) from Debian's package, into /usr/share/datasets/fashion-mnist (root)
+fashion-mnist:
+	@[ "$$(id -u)" = 0 ] || { echo "error: installing a Debian package needs root: sudo make fashion-mnist"; exit 2; }
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
+# The paper's CIFAR-10 VGG11 protocol (DLIF, RFGSM AT, rho 1, 100 epochs, SGD 0.1 cosine, batch 64, seed 42,
+# fp16 on GPU), then its Table 1 row. Resumes after an interruption. NPROC GPUs via torchrun (DDP).
+#   make cifar10-vgg11 DATA_ROOT=/data/cifar NPROC=4
+cifar10-vgg11: setup
+	@[ -n "$(DATA_ROOT)" ] || { echo "error: give DATA_ROOT=<folder holding cifar-10-batches-py/>"; exit 2; }
+	mkdir -p $(CIFAR_RUN)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) --no-python $(CLI) train --dataset cifar10 \
+		--data-root $(DATA_ROOT) --arch vgg11 --neuron dlif --perturb rfgsm --rho 1.0 --epochs 100 --seed 42 \
+		--out $(CIFAR_RUN)/model.pt $(if $(wildcard $(CIFAR_RUN)/model.last.pt),--resume)
+	$(CLI) eval $(CIFAR_RUN)/model.pt --json $(CIFAR_RUN)/eval.json --plot $(CIFAR_RUN)/eval.png
+
+# The Table 2-style ablation on mnist5k (2 seeds, about 35 min on 2 cores) -> results/ablation-mnist5k.{md,json}
+ablation: setup
+	$(PY) experiments/ablation.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info .pytest_cache

@@ -21,15 +21,20 @@ from pathlib import Path
 
 from loihi_stable.io import atomic_path, write_json
 
-CONFIGS = [  # name, neuron, perturb, rho, rat
-    ("LIF, natural", "lif", "none", 0.0, False),
-    ("DLIF, natural", "dlif", "none", 0.0, False),
-    ("DLIF, Gaussian, rho=0", "dlif", "gaussian", 0.0, False),
-    ("DLIF, Gaussian, rho=1", "dlif", "gaussian", 1.0, False),
-    ("DLIF, AT, rho=0", "dlif", "rfgsm", 0.0, False),
-    ("DLIF, AT, rho=1", "dlif", "rfgsm", 1.0, False),
-    ("DLIF, AT+RAT, rho=0", "dlif", "rfgsm", 0.0, True),
-    ("DLIF, AT+RAT, rho=1", "dlif", "rfgsm", 1.0, True),
+CONFIGS = [  # name, neuron, perturb, rho, rat, MS-MPPD gradient (perturbed branch only as the authors, or both)
+    ("LIF, natural", "lif", "none", 0.0, False, "perturbed"),
+    ("DLIF, natural", "dlif", "none", 0.0, False, "perturbed"),
+    ("DLIF, Gaussian, rho=0", "dlif", "gaussian", 0.0, False, "perturbed"),
+    ("DLIF, Gaussian, rho=1", "dlif", "gaussian", 1.0, False, "perturbed"),
+    ("DLIF, Gaussian, rho=1, both", "dlif", "gaussian", 1.0, False, "both"),
+    ("LIF, AT, rho=0", "lif", "rfgsm", 0.0, False, "perturbed"),
+    ("LIF, AT, rho=1", "lif", "rfgsm", 1.0, False, "perturbed"),
+    ("DLIF, AT, rho=0", "dlif", "rfgsm", 0.0, False, "perturbed"),
+    ("DLIF, AT, rho=1", "dlif", "rfgsm", 1.0, False, "perturbed"),
+    ("DLIF, AT, rho=1, both", "dlif", "rfgsm", 1.0, False, "both"),
+    ("DLIF, AT+RAT, rho=0", "dlif", "rfgsm", 0.0, True, "perturbed"),
+    ("DLIF, AT+RAT, rho=1", "dlif", "rfgsm", 1.0, True, "perturbed"),
+    ("DLIF, AT+RAT, rho=1, both", "dlif", "rfgsm", 1.0, True, "both"),
 ]
 ATTACKS = ["fgsm", "pgd10", "apgd-ce"]
 
@@ -43,10 +48,10 @@ def run_one(job: dict) -> dict:
     folder = Path(job["folder"])
     folder.mkdir(parents=True, exist_ok=True)
     model, result = folder / "model.pt", folder / "eval.json"
-    name, neuron, perturb, rho, rat = job["config"]
+    name, neuron, perturb, rho, rat, grad = job["config"]
     if not result.exists():
         train = [cli(), "train", "--dataset", job["dataset"], "--neuron", neuron, "--perturb", perturb,
-                 "--rho", str(rho), "--epochs", str(job["epochs"]), "--hidden", job["hidden"],
+                 "--rho", str(rho), "--mppd-grad", grad, "--epochs", str(job["epochs"]), "--hidden", job["hidden"],
                  "--seed", str(job["seed"]), "--val-size", "200", "--val-eps", job["eps"], "--quiet",
                  "--out", str(model), *(["--rat"] if rat else []),
                  *(["--train-eps", job["train_eps"]] if perturb == "rfgsm" else []),
@@ -73,7 +78,9 @@ def summarize(rows: list[dict], args) -> str:
              f"MLP {args.hidden}, T=8, {args.epochs} epochs, SGD lr 0.1 cosine, batch 64; AT = RFGSM at "
              f"{args.train_eps}, Gaussian sigma {args.eps}; evaluation at eps {args.eps} "
              f"(FGSM, PGD-10, APGD-CE); seeds {args.seeds}; mean +/- std over seeds (accuracy in %). "
-             f"MS-MPPD: last spiking layer under PGD-10.",
+             f"MS-MPPD: last spiking layer under PGD-10. 'both': the MS-MPPD gradient flows through the "
+             f"clean and the perturbed branch (`--mppd-grad both`); otherwise through the perturbed one only, "
+             f"as the authors' code.",
              f"Command: `python experiments/ablation.py {' '.join(sys.argv[1:])}`",
              "",
              "| model | clean | FGSM | PGD-10 | APGD-CE | MS-MPPD (PGD-10) |",
@@ -115,7 +122,7 @@ def main(argv=None) -> None:
              "hidden": args.hidden, "eps": args.eps, "train_eps": args.train_eps, "limit": args.limit,
              "test_limit": args.test_limit,
              "folder": str(Path(args.runs) / f"ablation-{args.dataset}" / f"{i}-{config[1]}-{config[2]}-rho{config[3]:g}"
-                           f"{'-rat' if config[4] else ''}-seed{seed}")}
+                           f"{'-rat' if config[4] else ''}-{config[5]}-seed{seed}")}
             for seed in args.seeds.split(",") for i, config in enumerate(CONFIGS[:args.configs])]
     rows = []
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -65,6 +65,8 @@ def train(
                                             help="Training budget (default 4/255 rfgsm, 8/255 gaussian and ibp)."),
     rho: float = typer.Option(1.0, help="Weight of the MS-MPPD term."),
     chi: float = typer.Option(0.5, help="Mixup weight of the clean cross-entropy."),
+    mppd_grad: str = typer.Option("perturbed", help="MS-MPPD gradient through the perturbed branch only "
+                                                    "(authors' code) or both branches (the term as written)."),
     rat: bool = typer.Option(False, "--rat", help="SNN-RAT regulariser after each step (weight decay 0)."),
     rat_beta: float = typer.Option(0.001, help="RAT's beta (0.001 VGG11, 0.004 WRN16)."),
     epochs: int = typer.Option(30, help="Training epochs."),
@@ -109,7 +111,7 @@ def train(
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
     info = dataset_info(dataset)
-    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, epochs=epochs, lr=lr, seed=seed,
+    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad, epochs=epochs, lr=lr, seed=seed,
                             batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
                             val_size=val_size, val_eps=parse_eps(val_eps),
                             data_root=str(data_root) if data_root else None,
@@ -194,6 +196,7 @@ def run(
     attack: str = typer.Option("none", help="none, fgsm, pgd, apgd-ce, apgd-dlr or gaussian."),
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     dlif_schedule: Optional[str] = typer.Option(
         None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
@@ -214,7 +217,8 @@ def run(
         resolve_dlif_schedule(backend, dlif_schedule)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
     spec = read_netx(network)
-    result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule)
+    result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule,
+                     data_root=data_root)
     rows = [[name, r["accuracy_unquantized"], r["accuracy_float"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]
     typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "
@@ -244,6 +248,7 @@ def evaluate_command(
     attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of the results."),
     sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
@@ -253,7 +258,7 @@ def evaluate_command(
     from netx_export.export import model_from_checkpoint
 
     from .attacks import load_suite
-    from .data import load_dataset
+    from .data import checkpoint_test_split
     from .evaluation import build_attacks, evaluate, sweep_eps as run_sweep
     from .io import load_checkpoint, write_json
     from .plots import plot_evaluation, plot_sweep
@@ -266,8 +271,7 @@ def evaluate_command(
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     train_cfg = payload.get("train_config", {})
-    _, test = load_dataset(train_cfg.get("dataset", "digits"))
-    test = test.head(limit)
+    test = checkpoint_test_split(payload, data_root, limit)
     label = (f"{model.config.neuron.upper()}, {train_cfg.get('dataset', '?')}, "
              f"{train_cfg.get('perturb', '?')}, rho={train_cfg.get('rho', '?')}")
     output: dict = {"model": label, "eps": eps_value, "eps_255": round(eps_value * 255, 4)}
@@ -305,6 +309,7 @@ def check_command(
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
     ratio_threshold: float = typer.Option(1.5, help="Flag layers whose chip/float MS-MPPD ratio exceeds this."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG (perturbation traces and per-layer bars)."),
@@ -318,7 +323,7 @@ def check_command(
     from netx_export.export import model_from_checkpoint, write_netx
     from netx_export.lava_runner import read_netx
 
-    from .data import load_dataset
+    from .data import checkpoint_test_split
     from .io import load_checkpoint, write_json
     from .report import table
 
@@ -333,8 +338,7 @@ def check_command(
             spec = read_netx(Path(folder) / "model.net")
     else:
         spec = read_netx(network)
-    _, test = load_dataset(spec.dataset)
-    test = test.head(limit)
+    test = checkpoint_test_split(payload, data_root, limit)
     result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet)
     typer.echo(f"{spec.neuron.upper()} {checkpoint} vs chip ({backend}), {attack.upper()} eps={eps_value * 255:g}/255, "
                f"{result['n']} samples")
@@ -365,6 +369,7 @@ def certify_command(
     chip: bool = typer.Option(True, help="Also certify the exported integer model (what Loihi runs)."),
     points: int = typer.Option(8, help="Random points per ball run on the emulator to check the chip bounds."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
@@ -375,7 +380,7 @@ def certify_command(
     from netx_export.lava_runner import read_netx
 
     from .certify import certify
-    from .data import load_dataset
+    from .data import checkpoint_test_split
     from .io import load_checkpoint, write_json
     from .report import table
 
@@ -392,8 +397,7 @@ def certify_command(
             spec = read_netx(Path(folder) / "model.net")
     elif chip:
         spec = read_netx(network)
-    _, test = load_dataset(payload.get("train_config", {}).get("dataset", "digits"))
-    test = test.head(limit)
+    test = checkpoint_test_split(payload, data_root, limit)
     result = certify(model, test.x, test.y, eps_value, method, spec=spec, progress=not quiet, check_points=points)
     train_cfg = payload.get("train_config", {})
     typer.echo(f"{model.config.neuron.upper()} {checkpoint} (trained with {train_cfg.get('perturb', '?')}), "

@@ -153,6 +153,14 @@ def load_dataset(name: str, data_root: str | Path | None = None) -> tuple[Split,
     raise UserError(f"unknown data set '{name}': choose one of {', '.join(DATASETS)}")
 
 
+def checkpoint_test_split(checkpoint: dict, data_root: str | Path | None = None, limit: int | None = None) -> Split:
+    """The test set a checkpoint was trained against, from the folder training read (or ``data_root``)."""
+    train_config = checkpoint.get("train_config") or {}
+    root = data_root if data_root is not None else train_config.get("data_root")
+    _, test = load_dataset(train_config.get("dataset", "digits"), root)
+    return test.head(limit)
+
+
 def dataset_info(name: str) -> DatasetInfo:
     try:
         return INFO[name]

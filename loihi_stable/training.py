@@ -25,6 +25,7 @@ from .models import SpikingMLP
 from .metrics.perturbation import ms_mppd
 
 PERTURBATIONS = ("none", "gaussian", "rfgsm", "ibp")
+MPPD_GRADIENTS = ("perturbed", "both")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainConfig:
     perturb: str = "rfgsm"
     rho: float = 1.0            # weight of MS-MPPD
     chi: float = 0.5            # mixup weight of the clean cross-entropy
+    mppd_grad: str = "perturbed"  # MS-MPPD gradient through the perturbed branch only (authors' code) or both
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.1
@@ -52,6 +54,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.perturb not in PERTURBATIONS:
             raise UserError(f"unknown perturbation '{self.perturb}': choose one of {', '.join(PERTURBATIONS)}")
+        if self.mppd_grad not in MPPD_GRADIENTS:
+            raise UserError(f"unknown --mppd-grad '{self.mppd_grad}': choose one of {', '.join(MPPD_GRADIENTS)}")
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.rho < 0 or not 0.0 <= self.chi <= 1.0:
@@ -138,8 +142,9 @@ def training_loss(model: SpikingMLP, x, y, perturbation, config: TrainConfig) ->
 def _mixup_loss(model, x, y, x_pert, config: TrainConfig) -> tuple[torch.Tensor, dict]:
     """chi*CE(clean) + (1-chi)*CE(perturbed) + rho*MS-MPPD at the last spiking layer.
 
-    Both passes run in train mode; the clean current is detached so the MS-MPPD
-    gradient flows through the perturbed branch only (as the authors' code).
+    Both passes run in train mode. With ``mppd_grad="perturbed"`` the clean current is
+    detached, as in the authors' code; the weights then chase a target that moves with them,
+    and MS-MPPD is not actually descended. ``"both"`` differentiates the term as written.
     """
     logits, current = model.forward_time(x)
     ce_clean = torch.nn.functional.cross_entropy(logits.mean(-1).float(), y)
@@ -147,7 +152,8 @@ def _mixup_loss(model, x, y, x_pert, config: TrainConfig) -> tuple[torch.Tensor,
         return ce_clean, {"ce_clean": ce_clean.item()}
     logits_p, current_p = model.forward_time(x_pert)
     ce_pert = torch.nn.functional.cross_entropy(logits_p.mean(-1).float(), y)
-    mse = ms_mppd(current.detach().float(), current_p.float(), model.config.leak)
+    clean = current if config.mppd_grad == "both" else current.detach()
+    mse = ms_mppd(clean.float(), current_p.float(), model.config.leak)
     loss = config.chi * ce_clean + (1 - config.chi) * ce_pert + config.rho * mse
     return loss, {"ce_clean": ce_clean.item(), "ce_pert": ce_pert.item(), "ms_mppd": mse.item()}
 

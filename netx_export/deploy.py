@@ -8,7 +8,7 @@ import torch
 
 from loihi_stable import fixed_point as fx
 from loihi_stable.attacks import PGD, make_attack
-from loihi_stable.data import load_dataset
+from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
 
 from netx_export.backends import run_on
@@ -39,7 +39,8 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
 
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
-            limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None) -> dict:
+            limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None,
+            data_root: str | None = None) -> dict:
     """Accuracy of the float model and the chip, and how often they agree, per input set.
 
     Input sets: clean, the attack crafted chip-aware (named after the attack) and, for
@@ -52,8 +53,7 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     if not 0.0 <= eps <= 1.0:
         raise UserError(f"eps must be in [0, 1], got {eps}: write it on the /255 scale, e.g. 8/255")
     model = model_from_checkpoint(spec.checkpoint)
-    _, test = load_dataset(spec.dataset)
-    test = test.head(limit)
+    test = checkpoint_test_split(spec.checkpoint, data_root, limit)
     sets = {"clean": test.x}
     if attack != "none":
         sets[attack] = craft(model, attack, test.x, test.y, eps, "chip-aware")

@@ -111,12 +111,10 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_s
     write_netx(model, payload, out_path)
     if model.config.arch == "mlp":
         return None
-    from loihi_stable.data import load_dataset
+    from loihi_stable.data import checkpoint_test_split
     from netx_export.folding import fold_model, run_folded
 
-    _, test = load_dataset(payload["train_config"].get("dataset", "digits"),
-                           payload["train_config"].get("data_root"))
-    test = test.head(check_samples)
+    test = checkpoint_test_split(payload, limit=check_samples)
     x = test.x.reshape(-1, *model.config.input_shape)
     layers = fold_model(model)
     with torch.no_grad():

@@ -38,6 +38,31 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz"), labels)
 
 
+def test_a_model_trained_from_a_data_folder_is_evaluated_on_that_folder(tmp_path):
+    """train --data-root records the folder; eval finds the test set there without being told."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from loihi_stable.cli import app
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "fashion"
+    data.mkdir()
+    for prefix, n in (("train", 48), ("t10k", 12)):
+        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--dataset", "fashion-mnist", "--data-root", str(data), "--arch", "convnet",
+                                  "--epochs", "1", "--timesteps", "2", "--val-size", "8", "--val-eps", "0", "--quiet",
+                                  "--out", str(tmp_path / "model.pt")])
+    assert trained.exit_code == 0, trained.output
+    evaluated = runner.invoke(app, ["eval", str(tmp_path / "model.pt"), "--attacks", "fgsm", "--quiet",
+                                    "--json", str(tmp_path / "eval.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads((tmp_path / "eval.json").read_text())["n"] == 12
+
+
 def test_missing_data_sets_say_how_to_get_them(tmp_path):
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path)
