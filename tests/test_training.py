@@ -223,3 +223,31 @@ def test_freed_memory_is_kept_for_reuse_on_glibc():
     from loihi_stable.allocator import keep_freed_memory
 
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_mppd_grad_chooses_which_branch_the_ms_mppd_gradient_flows_through(digits):
+    """'both' is the gradient of chi*CE + (1-chi)*CE~ + rho*MS-MPPD as written; 'perturbed' detaches the
+    clean current (the authors' code), which changes the gradient."""
+    from loihi_stable.metrics.perturbation import ms_mppd
+    from loihi_stable.training import _mixup_loss
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=[32, 16]))
+    x, y = digits[0].x[:64], digits[0].y[:64]
+    x_pert = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    params = list(model.parameters())
+    logits, current = model.forward_time(x)
+    logits_p, current_p = model.forward_time(x_pert)
+    ce = torch.nn.functional.cross_entropy
+    written = (0.5 * ce(logits.mean(-1), y) + 0.5 * ce(logits_p.mean(-1), y)
+               + 2.0 * ms_mppd(current, current_p, model.config.leak))
+    expected = torch.autograd.grad(written, params, allow_unused=True)
+    grads = {}
+    for mode in ("both", "perturbed"):
+        loss, _ = _mixup_loss(model, x, y, x_pert, TrainConfig(perturb="rfgsm", rho=2.0, mppd_grad=mode))
+        grads[mode] = torch.autograd.grad(loss, params, allow_unused=True)
+    for got, want in zip(grads["both"], expected):
+        if want is not None:
+            torch.testing.assert_close(got, want)
+    first_layer = 0  # the detached clean branch drops the clean pass's share of every weight's gradient
+    assert not torch.allclose(grads["perturbed"][first_layer], expected[first_layer])
