@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .blocks import make_neuron
+from .models import SpikingClassifier
 
 VGG_LAYOUTS = {
     "vgg5": ([64, "A", 128, 128, "A"], [1024]),
@@ -30,6 +31,13 @@ def fold(x: torch.Tensor) -> torch.Tensor:
 def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
     """(T*B, C, H, W) -> (B, C, H, W, T), a view."""
     return x.reshape(steps, -1, *x.shape[1:]).permute(1, 2, 3, 4, 0)
+
+
+def conv_neuron(config):
+    """A LIF/DLIF for conv networks: plain float updates (they are quantized only at export)."""
+    neuron = make_neuron(config.neuron, config.timesteps, config.leak, config.threshold)
+    neuron.chip_arithmetic = False
+    return neuron
 
 
 class Normalize(torch.nn.Module):
@@ -102,7 +110,7 @@ def avg_pool(x: torch.Tensor) -> torch.Tensor:
     return unfold(F.avg_pool2d(fold(x), 2), x.shape[-1])
 
 
-class SpikingVGG(torch.nn.Module):
+class SpikingVGG(SpikingClassifier):
     """VGG: [ConvBN -> LIF | AvgPool2d(2)]* -> [Linear -> LIF]* -> Linear (non-spiking, mean over T)."""
 
     def __init__(self, config):
@@ -118,18 +126,12 @@ class SpikingVGG(torch.nn.Module):
                 self.layout.append("A")
                 h, w = h // 2, w // 2
                 continue
-            self.features.append(SpikingConv(self._neuron(), c, item, normalize if not self.features else None))
+            self.features.append(SpikingConv(conv_neuron(self.config), c, item, normalize if not self.features else None))
             self.layout.append(len(self.features) - 1)
             c = item
         sizes = [c * h * w, *hidden]
-        self.classifier = torch.nn.ModuleList(SpikingLinear(self._neuron(), a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.classifier = torch.nn.ModuleList(SpikingLinear(conv_neuron(self.config), a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = torch.nn.Linear(sizes[-1], config.classes)
-
-    def _neuron(self):
-        cfg = self.config
-        neuron = make_neuron(cfg.neuron, cfg.timesteps, cfg.leak, cfg.threshold)
-        neuron.chip_arithmetic = False
-        return neuron
 
     @property
     def spiking_neurons(self):
@@ -151,14 +153,6 @@ class SpikingVGG(torch.nn.Module):
             current = block.current(h)
             h = block.neuron(current)
         return self.readout(h.transpose(1, 2)).transpose(1, 2), current
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_time(x)[0].mean(-1)
-
-    def set_recording(self, enabled: bool) -> None:
-        for neuron in self.spiking_neurons:
-            neuron.record = enabled
-            neuron.recording = {}
 
 
 class ConvexMerge(torch.nn.Module):
@@ -195,7 +189,7 @@ class PreActBlock(torch.nn.Module):
         return self.merge(self.shortcut(x), branch), current2
 
 
-class SpikingWRN(torch.nn.Module):
+class SpikingWRN(SpikingClassifier):
     """WRN16-4 (pre-activation, analog residual stream): not exportable to Loihi."""
 
     def __init__(self, config, depth: int = 16, width: int = 4):
@@ -203,7 +197,7 @@ class SpikingWRN(torch.nn.Module):
         self.config = config
         n = (depth - 4) // 6
         widths = [16, 16 * width, 32 * width, 64 * width]
-        make = lambda: self._neuron()  # noqa: E731
+        make = lambda: conv_neuron(config)  # noqa: E731
         self.normalize = Normalize(config.mean, config.std)
         self.stem = torch.nn.Conv2d(config.input_shape[0], widths[0], 3, 1, 1, bias=False)
         blocks, c = [], widths[0]
@@ -214,12 +208,6 @@ class SpikingWRN(torch.nn.Module):
         self.blocks = torch.nn.ModuleList(blocks)
         self.bn, self.neuron = torch.nn.BatchNorm2d(c), make()
         self.readout = torch.nn.Linear(c, config.classes)
-
-    def _neuron(self):
-        cfg = self.config
-        neuron = make_neuron(cfg.neuron, cfg.timesteps, cfg.leak, cfg.threshold)
-        neuron.chip_arithmetic = False
-        return neuron
 
     @property
     def spiking_neurons(self):
@@ -235,11 +223,3 @@ class SpikingWRN(torch.nn.Module):
         s = self.neuron(current)                                  # (B, C, H, W, T)
         pooled = s.mean((2, 3))                                   # (B, C, T)
         return self.readout(pooled.transpose(1, 2)).transpose(1, 2), current
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_time(x)[0].mean(-1)
-
-    def set_recording(self, enabled: bool) -> None:
-        for neuron in self.spiking_neurons:
-            neuron.record = enabled
-            neuron.recording = {}

@@ -34,7 +34,26 @@ class ModelConfig:
         return cls(**data)
 
 
-class SpikingMLP(torch.nn.Module):
+class SpikingClassifier(torch.nn.Module):
+    """What attacks, metrics and training use of every architecture: ``forward_time`` and the neurons."""
+
+    spiking_neurons: list
+
+    def forward_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step logits (B, K, T) and the last spiking layer's input current (B, ..., T)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits averaged over time: f(x) in the paper, what attacks differentiate."""
+        return self.forward_time(x)[0].mean(-1)
+
+    def set_recording(self, enabled: bool) -> None:
+        for neuron in self.spiking_neurons:
+            neuron.record = enabled
+            neuron.recording = {}
+
+
+class SpikingMLP(SpikingClassifier):
     """Dense SNN: analog pixels -> spiking layers -> non-spiking readout (mean over time)."""
 
     def __init__(self, config: ModelConfig):
@@ -57,22 +76,12 @@ class SpikingMLP(torch.nn.Module):
         return x.unsqueeze(-1).expand(*x.shape, self.config.timesteps)
 
     def forward_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step logits (B, K, T) and the last spiking layer's input current (B, N, T)."""
         h = self.encode(x)
         current = None
         for block in self.blocks:
             current = block.current(h)
             h = block.neuron(current)
         return self.readout(h), current
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits averaged over time: f(x) in the paper, what attacks differentiate."""
-        return self.forward_time(x)[0].mean(-1)
-
-    def set_recording(self, enabled: bool) -> None:
-        for neuron in self.spiking_neurons:
-            neuron.record = enabled
-            neuron.recording = {}
 
 
 def build_model(config: ModelConfig) -> torch.nn.Module:
