@@ -65,8 +65,8 @@ def train(
                                             help="Training budget (default 4/255 rfgsm, 8/255 gaussian and ibp)."),
     rho: float = typer.Option(1.0, help="Weight of the MS-MPPD term."),
     chi: float = typer.Option(0.5, help="Mixup weight of the clean cross-entropy."),
-    mppd_grad: str = typer.Option("perturbed", help="MS-MPPD gradient through the perturbed branch only "
-                                                    "(authors' code) or both branches (the term as written)."),
+    mppd_grad: str = typer.Option("both", help="MS-MPPD gradient through both branches (the term as written) "
+                                               "or the perturbed branch only (the authors' code)."),
     rat: bool = typer.Option(False, "--rat", help="SNN-RAT regulariser after each step (weight decay 0)."),
     rat_beta: float = typer.Option(0.001, help="RAT's beta (0.001 VGG11, 0.004 WRN16)."),
     epochs: int = typer.Option(30, help="Training epochs."),
