@@ -1,7 +1,7 @@
 """Robust accuracy under a suite of attacks, with per-layer perturbation metrics."""
 from __future__ import annotations
 
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .attacks import PGD, make_attack
 from .data import Split
@@ -18,14 +18,14 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
     correct = dict.fromkeys(["clean", *attacks], 0)
     sums: dict[str, list[dict]] = {}
     batches = range(0, len(data), batch_size)
-    bar = tqdm(total=len(batches) * (1 + len(attacks)), desc="eval", unit="attack-batch", disable=not progress)
+    bar = progress_bar(total=len(batches) * (1 + len(attacks)), desc="eval", unit="attack-batch", disable=not progress)
     for start in batches:
         x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
         logits, clean_layers = record(model, x)
         correct["clean"] += (logits.argmax(1) == y).sum().item()
         bar.update(1)
         for name, attack in attacks.items():
-            bar.set_postfix(attack=name)
+            bar.set_postfix(attack=name, refresh=False)
             adv = attack(x, y).reshape(x.shape)
             logits_adv, adv_layers = record(model, adv)
             correct[name] += (logits_adv.argmax(1) == y).sum().item()
@@ -51,7 +51,7 @@ def build_attacks(model, specs: list, eps: float) -> dict:
 def sweep_eps(model, data: Split, eps_values: list[float], steps: int = 10, progress: bool = True) -> list[dict]:
     """PGD robust accuracy and per-layer MS-MPPD against eps (the paper's Figure 3)."""
     rows = []
-    for eps in tqdm(eps_values, desc="eps sweep", unit="eps", disable=not progress):
+    for eps in progress_bar(eps_values, desc="eps sweep", unit="eps", disable=not progress):
         result = evaluate(model, data, {"pgd": PGD(model, eps=eps, steps=steps)}, progress=False)
         rows.append({"eps": eps, "eps_255": round(eps * 255, 4), "accuracy": result["pgd"],
                      "ms_mppd": [layer["ms_mppd"] for layer in result["layers"]["pgd"]]})

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .attacks import RFGSM, GaussianNoise
 from .data import Split
@@ -264,7 +264,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
         val_set = train_set  # something to pick the best checkpoint by
     val_set = val_set.head(config.val_size) if val_set is not None else None
     generator = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(total=(config.epochs - start_epoch) * steps_per_epoch, desc="train", unit="batch",
+    bar = progress_bar(total=(config.epochs - start_epoch) * steps_per_epoch, desc="train", unit="batch",
                disable=not progress or rank != 0)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -295,7 +295,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
             for key, value in {"loss": loss.item(), **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
         row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
                "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
                "world_size": world}

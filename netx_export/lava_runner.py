@@ -14,7 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
+from loihi_stable.progress import progress_bar
 
 from loihi_stable.errors import UserError
 from loihi_stable.io import checkpoint_from_bytes
@@ -218,7 +218,7 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
             v_mon.probe(block.neuron.v, total)
             s_mon.probe(block.neuron.s_out, total)
             layer_monitors.append((v_mon, s_mon))
-    bar = tqdm(total=n, desc=f"lava {backend}", unit="sample", disable=not progress)
+    bar = progress_bar(total=n, desc=f"lava {backend}", unit="sample", disable=not progress)
     try:
         done = 0
         while done < total:

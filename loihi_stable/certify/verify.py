@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks import PGD
 from .scrown import crown_margin_lower_bound
@@ -49,7 +49,7 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
     flags: dict[str, list] = {}
     chip_flags, chip_checks = [], []
     batches = range(0, len(x), batch_size)
-    for start in tqdm(batches, desc="certify", unit="batch", disable=not progress):
+    for start in progress_bar(batches, desc="certify", unit="batch", disable=not progress):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         with torch.no_grad():
             clean_ok = model(xb).argmax(1) == yb
