@@ -46,9 +46,12 @@ def main() -> None:
         spec = read_netx(args.network or default_network(Path(folder)))
         _, test = load_dataset(spec.dataset)
         x = test.x.numpy()
-        start = time.perf_counter()
-        emu = emulate(spec, x)
-        emu_rate = len(x) / (time.perf_counter() - start)
+        seconds = []
+        for _ in range(5):  # best of 5: one pass over the test set takes milliseconds
+            start = time.perf_counter()
+            emu = emulate(spec, x)
+            seconds.append(time.perf_counter() - start)
+        emu_rate = len(x) / min(seconds)
         n = min(args.lava_samples, len(x))
         start = time.perf_counter()
         lava = run_network(spec, x[:n], progress=False)

@@ -5,13 +5,13 @@ import functools
 import os
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .errors import UserError
+from .budget import read_fraction
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust stable spiking neural networks, from training to Loihi.")
@@ -20,8 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def parse_eps(text: str) -> float:
     """'8/255' or '0.031' -> a fraction in [0, 1]."""
     try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
+        value = read_fraction(text)
+    except ValueError:
         raise UserError(f"cannot read eps '{text}': write a fraction like 8/255 or a number like 0.03") from None
     if not 0.0 <= value <= 1.0:
         raise UserError(f"eps {text} = {value:.4g} is outside [0, 1]: inputs are in [0, 1], use e.g. 8/255")
@@ -232,8 +232,8 @@ def run(
 def _eps_list(text: str) -> list[float]:
     """'0,2,4,8,16' on the /255 scale -> fractions."""
     try:
-        values = [float(Fraction(v.strip())) / 255 for v in text.split(",") if v.strip()]
-    except (ValueError, ZeroDivisionError):
+        values = [read_fraction(v) / 255 for v in text.split(",") if v.strip()]
+    except ValueError:
         raise UserError(f"cannot read --sweep-eps '{text}': give values on the /255 scale like 0,2,4,8,16") from None
     if not values or not all(0.0 <= v <= 1.0 for v in values):
         raise UserError("--sweep-eps values must lie in [0, 255] (they are on the /255 scale)")

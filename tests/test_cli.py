@@ -26,12 +26,13 @@ def assert_one_line_error(code, output, *needles):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("text,value", [("8/255", 8 / 255), ("0.5", 0.5), ("0", 0.0), ("1", 1.0)])
+@pytest.mark.parametrize("text,value", [("8/255", 8 / 255), ("0.5", 0.5), ("0", 0.0), ("1", 1.0),
+                                        ("1.5/255", 1.5 / 255), (" 2 / 255 ", 2 / 255)])
 def test_parse_eps(text, value):
     assert parse_eps(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["2", "-1/255", "300/255", "abc", "1/0"])
+@pytest.mark.parametrize("text", ["2", "-1/255", "300/255", "abc", "1/0", "1/2/3", "/255", "nan", "inf"])
 def test_parse_eps_rejects(text):
     with pytest.raises(UserError):
         parse_eps(text)

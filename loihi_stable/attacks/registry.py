@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import re
-from fractions import Fraction
 from pathlib import Path
 
 from ..errors import UserError
+from ..budget import read_fraction
 from .apgd import APGD
 from .fgsm import FGSM
 from .gaussian import GaussianNoise
@@ -46,7 +46,7 @@ def make_attack(spec: str | dict, model, eps: float):
 def _number(value):
     """Suite files may write step sizes and eps as '2/255'."""
     if isinstance(value, str) and re.fullmatch(r"\s*[\d.]+\s*/\s*[\d.]+\s*", value):
-        return float(Fraction(value.replace(" ", "")))
+        return read_fraction(value)
     return value
 
 
