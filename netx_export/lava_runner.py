@@ -70,7 +70,7 @@ def read_netx(path: str | Path) -> NetSpec:
                 raise UserError(f"'{path}' has format version {meta.get('format_version')}, "
                                 f"expected {FORMAT_VERSION}: {fix}")
             if str(meta.get("arch", "mlp")) != "mlp":
-                raise UserError(f"'{path}' holds a {meta['arch']} conv network: run, check and the chip certificate "
+                raise UserError(f"'{path}' holds a convolutional network ({meta['arch']}): run, check and the chip certificate "
                                 "support dense networks; load the file with lava.lib.dl.netx.hdf5.Network")
             layers = []
             for i in range(len(handle["layer"])):

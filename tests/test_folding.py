@@ -59,3 +59,12 @@ def test_stock_netx_loads_a_folded_vgg(tmp_path):
                 for layer in net.layers]
     weights = [np.asarray(var.init) for var in synapses]
     assert all(np.abs(w).max() <= 254 for w in weights)
+
+
+def test_dense_only_commands_refuse_a_conv_export_in_one_line(tmp_path):
+    from netx_export.lava_runner import read_netx
+
+    model = randomized("convnet-s", (1, 8, 8), [0.0], [1.0])
+    write_netx(model, {"train_config": {"dataset": "digits"}}, tmp_path / "c.net")
+    with pytest.raises(UserError, match=r"convolutional network \(convnet-s\).*lava.lib.dl.netx.hdf5.Network"):
+        read_netx(tmp_path / "c.net")
