@@ -111,8 +111,8 @@ def train(
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
     info = dataset_info(dataset)
-    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad, epochs=epochs, lr=lr, seed=seed,
-                            batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
+    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad, epochs=epochs,
+                            lr=lr, seed=seed, batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
                             val_size=val_size, val_eps=parse_eps(val_eps),
                             data_root=str(data_root) if data_root else None,
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
