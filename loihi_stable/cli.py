@@ -170,6 +170,7 @@ def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
     to: str = typer.Option("netx", "--to", help="Export format: netx."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: <checkpoint>.net)."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, for a conv model's folding check."),
 ):
     """Export a checkpoint to NetX HDF5 with Loihi fixed-point quantization."""
     if to != "netx":
@@ -178,7 +179,7 @@ def export(
 
     output = output or checkpoint.with_suffix(".net")
     check_outputs(None, output)
-    report = export_checkpoint(checkpoint, output)
+    report = export_checkpoint(checkpoint, output, data_root=data_root)
     typer.echo(f"exported {checkpoint} -> {output} (NetX HDF5)")
     if report:
         typer.echo(f"folded normalisation, BatchNorm and pooling into {report['layers']} Loihi layers; on "
@@ -196,7 +197,7 @@ def run(
     attack: str = typer.Option("none", help="none, fgsm, pgd, apgd-ce, apgd-dlr or gaussian."),
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     dlif_schedule: Optional[str] = typer.Option(
         None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
@@ -248,7 +249,7 @@ def evaluate_command(
     attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of the results."),
     sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
@@ -309,7 +310,7 @@ def check_command(
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
     ratio_threshold: float = typer.Option(1.5, help="Flag layers whose chip/float MS-MPPD ratio exceeds this."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG (perturbation traces and per-layer bars)."),
@@ -369,7 +370,7 @@ def certify_command(
     chip: bool = typer.Option(True, help="Also certify the exported integer model (what Loihi runs)."),
     points: int = typer.Option(8, help="Random points per ball run on the emulator to check the chip bounds."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, if not where training read it."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):

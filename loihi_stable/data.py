@@ -118,6 +118,34 @@ def load_fashion_mnist(root: Path | None = None) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles by format; admit only the classes they hold (dict, bytes, lists,
+    ints and a uint8 numpy array), so a hostile file cannot name a callable to run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2 (torch's weights_only admits it too)
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """One pickled CIFAR batch, read with the restricted unpickler; anything else is a UserError."""
+    try:
+        with open(path, "rb") as handle:
+            batch = CifarUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise UserError(f"'{path}' is not a CIFAR batch ({exc}): replace it with the file from the "
+                        "official cifar-*-python archive") from None
+    if not isinstance(batch, dict) or b"data" not in batch:
+        raise UserError(f"'{path}' is not a CIFAR batch (no b'data' entry): replace it with the file from the "
+                        "official cifar-*-python archive")
+    return batch
+
+
 def load_cifar(name: str, root: Path | None) -> tuple[Split, Split]:
     """CIFAR-10/100 from torchvision's on-disk layout (pickled batches), without torchvision."""
     folder, train_files, test_file, label_key = CIFAR_FOLDERS[name]
@@ -132,8 +160,7 @@ def load_cifar(name: str, root: Path | None) -> tuple[Split, Split]:
     def read(files):
         xs, ys = [], []
         for f in files:
-            with open(base / f, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
+            batch = read_cifar_batch(base / f)
             xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch[label_key], dtype=np.int64))
         return _split(np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys))
@@ -154,10 +181,22 @@ def load_dataset(name: str, data_root: str | Path | None = None) -> tuple[Split,
 
 
 def checkpoint_test_split(checkpoint: dict, data_root: str | Path | None = None, limit: int | None = None) -> Split:
-    """The test set a checkpoint was trained against, from the folder training read (or ``data_root``)."""
+    """The test set a checkpoint was trained against. Its data folder comes from the user
+    (``data_root``) only: a folder recorded inside a file is never followed, since whoever wrote
+    the file would choose what we read (and CIFAR batches are pickles)."""
     train_config = checkpoint.get("train_config") or {}
-    root = data_root if data_root is not None else train_config.get("data_root")
-    _, test = load_dataset(train_config.get("dataset", "digits"), root)
+    dataset = train_config.get("dataset", "digits")
+    if not isinstance(dataset, str):
+        raise UserError("the checkpoint's train_config.dataset is not a name: pass a checkpoint written by "
+                        "'loihi-stable train'")
+    recorded = train_config.get("data_root")
+    try:
+        _, test = load_dataset(dataset, data_root)
+    except UserError as exc:
+        if data_root is None and recorded:
+            raise UserError(f"{exc} (the checkpoint says it was trained on '{recorded}'; it is not read "
+                            f"unless you pass --data-root '{recorded}' yourself)") from None
+        raise
     return test.head(limit)
 
 

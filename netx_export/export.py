@@ -104,17 +104,22 @@ def write_netx(model: SpikingMLP, checkpoint: dict, path: str | Path) -> None:
             _write_meta(handle, model, checkpoint)
 
 
-def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_samples: int = 256) -> dict | None:
-    """Export; for conv networks also measure what folding and 8-bit quantization changed."""
+def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_samples: int = 256,
+                      data_root: str | Path | None = None) -> dict | None:
+    """Export; for conv networks also measure what folding and 8-bit quantization changed. The test
+    data is read before anything is written, so a missing data set leaves no file behind."""
     payload = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(payload)
+    test = None
+    if model.config.arch != "mlp":
+        from loihi_stable.data import checkpoint_test_split
+
+        test = checkpoint_test_split(payload, data_root, limit=check_samples)
     write_netx(model, payload, out_path)
-    if model.config.arch == "mlp":
+    if test is None:
         return None
-    from loihi_stable.data import checkpoint_test_split
     from netx_export.folding import fold_model, run_folded
 
-    test = checkpoint_test_split(payload, limit=check_samples)
     x = test.x.reshape(-1, *model.config.input_shape)
     layers = fold_model(model)
     with torch.no_grad():

@@ -38,8 +38,8 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz"), labels)
 
 
-def test_a_model_trained_from_a_data_folder_is_evaluated_on_that_folder(tmp_path):
-    """train --data-root records the folder; eval finds the test set there without being told."""
+def test_a_model_trained_from_a_data_folder_is_evaluated_only_where_the_user_says(tmp_path):
+    """train --data-root records the folder, but eval reads it only when the user names it again."""
     import json
 
     from typer.testing import CliRunner
@@ -57,8 +57,13 @@ def test_a_model_trained_from_a_data_folder_is_evaluated_on_that_folder(tmp_path
                                   "--epochs", "1", "--timesteps", "2", "--val-size", "8", "--val-eps", "0", "--quiet",
                                   "--out", str(tmp_path / "model.pt")])
     assert trained.exit_code == 0, trained.output
+    unnamed = runner.invoke(app, ["eval", str(tmp_path / "model.pt"), "--attacks", "fgsm", "--quiet",
+                                  "--json", str(tmp_path / "eval.json")])
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
+        assert unnamed.exit_code == 2 and f"--data-root '{data}'" in unnamed.output
+        assert not (tmp_path / "eval.json").exists()
     evaluated = runner.invoke(app, ["eval", str(tmp_path / "model.pt"), "--attacks", "fgsm", "--quiet",
-                                    "--json", str(tmp_path / "eval.json")])
+                                    "--data-root", str(data), "--json", str(tmp_path / "eval.json")])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads((tmp_path / "eval.json").read_text())["n"] == 12
 
