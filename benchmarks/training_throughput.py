@@ -40,7 +40,7 @@ class PerStepReference(torch.nn.Module):
         v = decay[t] * mem + current
         if fx.quantization_enabled() and neuron.chip_arithmetic:
             dv = fx.decay_to_dv(decay.detach())
-            v = fx.ste(fx.chip_voltage_step(mem.detach(), dv[t], current.detach()), v)
+            v = fx.ste(fx.chip_voltage_step(mem.detach(), dv[t], current.detach(), neuron.payload_scale), v)
         s = triangle_spike(v, neuron.threshold, neuron.surrogate_width)
         return s, v * (1 - s)
 

@@ -30,11 +30,12 @@ class SpikingDense(base.AbstractDense):
         self.synapse = synapse.Dense(**self.synapse_params)
         del self.synapse_params
         self.analog_input = analog_input
+        if analog_input:  # graded pixels round(64 x): the chip's sum W p is exact on a finer grid
+            self.neuron.payload_scale = fx.INPUT_SCALE
 
     def current(self, x: torch.Tensor) -> torch.Tensor:
-        """Synaptic input current I[t] = W s[t] on the chip's grid."""
-        current = self.synapse(x)
-        return fx.floor_to_input_grid(current) if self.analog_input else current
+        """Synaptic input current I[t] = W s[t] (exact on the chip's grid)."""
+        return self.synapse(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neuron(self.current(x))

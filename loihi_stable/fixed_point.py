@@ -2,7 +2,8 @@
 
 The float model computes on the same grids the chip uses (straight-through
 estimators carry the gradient), so the network that is trained is the network
-that ships. Units: a state value of 1.0 (threshold 1.0) is 4096 on the chip.
+that ships. Units: a state value of 1.0 (threshold 1.0) is 4096 on the chip, and 4096*64
+in the first layer, fed graded pixels. The neuron step itself lives in ``chip_kernel``.
 """
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import contextlib
 
 import torch
 
-STATE_SCALE = 1 << 12        # chip units per 1.0 of voltage/current (s_scale in slayer)
-WEIGHT_SCALE = 1 << 6        # slayer's w_scale: weights are stored x64
-DECAY_BITS = 12
-DECAY_UNITY = 1 << DECAY_BITS
-MAX_DV = DECAY_UNITY - 1     # Lava's dv is 12-bit unsigned: 0..4095
-STATE_LIMIT = (1 << 23) - 1  # 24-bit signed voltage
-MAX_VTH_MANT = (1 << 17) - 1
-INPUT_SCALE = 1 << 6         # analog pixels travel as graded spikes of round(64*x)
-INPUT_MESSAGE_BITS = 8
-INPUT_WEIGHT_EXP = -6        # first-layer synapse right-shifts the graded sum by 6
+from . import chip_kernel as kernel
+from .chip_kernel import DECAY_BITS, DECAY_UNITY, MAX_VTH_MANT  # noqa: F401  (re-exported grids)
+
+WEIGHT_SCALE = 1 << 6        # slayer's w_scale: weights are stored x64 (even ints in [-256, 254])
+# chip units per 1.0 of voltage/current in a layer fed binary spikes: a weight of 1.0 is 64,
+# and the synaptic sum is shifted by 6 more (slayer's s_scale)
+STATE_SCALE = WEIGHT_SCALE << kernel.ACTIVATION_SHIFT
+MAX_DV = kernel.MAX_DECAY    # Lava's dv is 12-bit unsigned: 0..4095
+STATE_LIMIT = kernel.VOLTAGE_LIMIT
+INPUT_SCALE = 1 << 6         # analog pixels travel as graded spikes of round(64*x) ...
+INPUT_MESSAGE_BITS = 8       # ... of 8 bits; the first layer computes W p unshifted, so its state
+#                              runs on a grid 64 times finer (state scale 4096*64, vThMant 4096*th)
 
 _quantized = True
 
@@ -68,11 +71,9 @@ def quantize_input(x: torch.Tensor) -> torch.Tensor:
     return ste(torch.round(x * INPUT_SCALE) / INPUT_SCALE, x)
 
 
-def floor_to_input_grid(current: torch.Tensor) -> torch.Tensor:
-    """First-layer current as the chip computes it: (w_int . p) >> 6, i.e. floor on a 1/64 grid."""
-    if not _quantized:
-        return current
-    return ste(torch.floor(current * INPUT_SCALE) / INPUT_SCALE, current)
+def state_scale(payload_scale: int = 1) -> int:
+    """Chip units per 1.0 of a layer's voltage: 4096 for spike inputs, 4096*64 for graded pixels."""
+    return STATE_SCALE * int(payload_scale)
 
 
 def decay_to_dv(decay: torch.Tensor) -> torch.Tensor:
@@ -89,19 +90,20 @@ def quantize_decay(decay: torch.Tensor) -> torch.Tensor:
     return ste(1.0 - decay_to_dv(decay) / DECAY_UNITY, decay)
 
 
-def threshold_mantissa(threshold: float) -> int:
-    """vThMant as slayer exports it: truncated to the 1/64 grid."""
-    return int(threshold * WEIGHT_SCALE)
+def threshold_mantissa(threshold: float, payload_scale: int = 1) -> int:
+    """vThMant as slayer exports it (truncated to the layer's grid): threshold * 64 * payload scale."""
+    return int(threshold * WEIGHT_SCALE * payload_scale)
 
 
-def chip_voltage_step(u: torch.Tensor, dv: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-    """One bit-exact Loihi voltage update in float units (no gradient).
+def chip_voltage_step(u: torch.Tensor, dv: torch.Tensor, current: torch.Tensor,
+                      payload_scale: int = 1) -> torch.Tensor:
+    """One bit-exact Loihi voltage update of the float model (no gradient), via ``chip_kernel``.
 
-    v = sign(u*(4096-dv)) * (|u*(4096-dv)| >> 12) + I, saturated to 24 bits;
-    computed in float64, where every intermediate is an exact integer.
+    The current is already on the layer's grid (iDecay = 4096: u[t] = wrap(a << 6)); computed
+    in float64, where every intermediate is an exact integer.
     """
-    u_int = torch.round(u.double() * STATE_SCALE)
-    decayed = torch.trunc(u_int * (DECAY_UNITY - dv.double()) / DECAY_UNITY)
-    i_int = torch.trunc(current.double() * STATE_SCALE)
-    v_int = (decayed + i_int).clamp(-STATE_LIMIT, STATE_LIMIT)
-    return (v_int / STATE_SCALE).to(current.dtype)
+    scale = state_scale(payload_scale)
+    u_int = torch.round(u.double() * scale)
+    i_int = kernel.wrap_current(torch.round(current.double() * scale))
+    v_int = kernel.voltage_step(u_int, i_int, dv.double())
+    return (v_int / scale).to(current.dtype)

@@ -45,7 +45,7 @@ class FusedDynamics(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # dynamics stay fp32 under AMP
-    def forward(ctx, current, decay, threshold, width, dv):
+    def forward(ctx, current, decay, threshold, width, dv, payload_scale=1):
         # time-major and contiguous, so every step touches one dense block of memory; results
         # are written in place (out=), spikes straight as floats, to keep each step at three passes
         current = current.movedim(-1, 0).contiguous()
@@ -53,7 +53,7 @@ class FusedDynamics(torch.autograd.Function):
         u = torch.zeros_like(current[0])
         for t in range(current.shape[0]):
             if dv is not None:
-                voltage[t] = fx.chip_voltage_step(u, dv[t], current[t])
+                voltage[t] = fx.chip_voltage_step(u, dv[t], current[t], payload_scale)
             else:
                 torch.addcmul(current[t], u, decay[t], out=voltage[t])
             torch.gt(voltage[t], threshold, out=spike[t])
@@ -68,7 +68,7 @@ class FusedDynamics(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_spike, _grad_voltage):
         if grad_spike is None:  # the spikes were not used
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         voltage, spike, state, decay = ctx.saved_tensors
         th, width = ctx.threshold, ctx.width
         grad_spike = grad_spike.movedim(-1, 0)
@@ -91,7 +91,7 @@ class FusedDynamics(torch.autograd.Function):
                 if want_decay:
                     grad_decay[t] = torch.dot(grad_v.flatten(), state[t - 1].flatten())
                 grad_u = grad_v * decay[t]
-        return grad_current.movedim(0, -1), grad_decay, None, None, None
+        return grad_current.movedim(0, -1), grad_decay, None, None, None, None
 
 
 class DLIF(SlayerNeuron):
@@ -115,6 +115,8 @@ class DLIF(SlayerNeuron):
         # Loihi's integer voltage update (for networks that ship bit-exact); conv networks,
         # quantized only at export, use the plain float update
         self.chip_arithmetic = bool(chip_arithmetic)
+        # graded payload per 1.0 of input (64 in a layer fed pixels): sets the layer's state grid
+        self.payload_scale = 1
         scale = torch.ones(self.timesteps)
         if learn_leak_scale:
             self.leak_scale = torch.nn.Parameter(scale)
@@ -149,7 +151,8 @@ class DLIF(SlayerNeuron):
         # stock NetX reads one vDecay: the schedule's typical value (exact for LIF)
         typical = int(round(float(dv[1:].mean()))) if len(dv) > 1 else int(dv[0])
         params = {"type": "CUBA", "iDecay": fx.DECAY_UNITY, "vDecay": typical,
-                  "vThMant": self.v_th_mant, "refDelay": 1, "gradedSpike": False}
+                  "vThMant": fx.threshold_mantissa(self.threshold, self.payload_scale),
+                  "refDelay": 1, "gradedSpike": False}
         if self.neuron_type == "dlif":
             params["vDecaySchedule"] = dv.astype("int32")  # ignored by stock NetX
         return params
@@ -168,7 +171,8 @@ class DLIF(SlayerNeuron):
         decay = self.effective_decay()[:steps].to(current.dtype)
         exact = fx.quantization_enabled() and self.chip_arithmetic
         dv = fx.decay_to_dv(decay.detach()) if exact else None
-        out, voltage = FusedDynamics.apply(current, decay, self.threshold, self.surrogate_width, dv)
+        out, voltage = FusedDynamics.apply(current, decay, self.threshold, self.surrogate_width, dv,
+                                           self.payload_scale)
         if self.record:
             self.recording = {"current": current, "voltage": voltage, "spike": out}
         return out
@@ -183,7 +187,7 @@ class DLIF(SlayerNeuron):
         for t in range(current.shape[-1]):
             v = decay[t] * u + current[..., t]
             if exact:
-                v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], current[..., t].detach()), v)
+                v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], current[..., t].detach(), self.payload_scale), v)
             s = triangle_spike(v, self.threshold, self.surrogate_width)
             u = v * (1.0 - s)
             spikes.append(s)

@@ -17,7 +17,8 @@ from loihi_stable.metrics import mppd, record
 
 from netx_export.backends import run_on
 from netx_export.deploy import craft
-from netx_export.emulator import first_layer_current
+from loihi_stable import chip_kernel as kernel
+from netx_export.emulator import first_layer_activation
 from netx_export.lava_runner import ChipRun, NetSpec, input_payload
 
 
@@ -25,10 +26,12 @@ def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun) -> list[torch.Tens
     """Each spiking layer's synaptic current I[t] on the chip, in float units (B, N, T)."""
     payload = torch.from_numpy(input_payload(x, spec.input_scale)).long()
     weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers[1:-1]]
-    currents = [first_layer_current(spec, payload)[..., None].expand(-1, -1, spec.timesteps)]
+    first = kernel.activation_current(first_layer_activation(spec, payload))
+    currents = [first[..., None].expand(-1, -1, spec.timesteps).double() / fx.state_scale(spec.input_scale)]
     for w, spikes in zip(weights, run.spikes[:-1]):
-        currents.append(torch.einsum("oi,bit->bot", w, torch.from_numpy(spikes)) << 6)
-    return [c.double() / fx.STATE_SCALE for c in currents]
+        activation = torch.einsum("oi,bit->bot", w, torch.from_numpy(spikes))
+        currents.append(kernel.activation_current(activation).double() / fx.state_scale())
+    return currents
 
 
 def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,

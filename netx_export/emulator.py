@@ -1,10 +1,8 @@
 """A batched fixed-point emulator of an exported network, bit-exact to Lava's Loihi2SimCfg.
 
 It reads only the integers in the HDF5 file (8-bit weights, 12-bit decays, threshold
-mantissa) and applies Loihi's update in int64 on all samples at once:
-  a = W s (first layer: (W p) >> 6),  u = a << 6,
-  v = sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12) + u   (saturated to 24 bits),
-  s = v > vThMant << 6,  v = 0 where s.
+mantissa) and applies ``chip_kernel``'s neuron step in int64 on all samples at once; the
+synaptic sums are a = W s (first layer: a = W p on graded payloads p = round(64 x)).
 Each sample starts from zero state, which is what the Lava runner's per-layer resets give.
 """
 from __future__ import annotations
@@ -12,13 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loihi_stable import fixed_point as fx
+from loihi_stable import chip_kernel as kernel
 from netx_export.lava_runner import ChipRun, NetSpec, input_payload
-
-
-def _arith_shift(x: torch.Tensor, exponent: int) -> torch.Tensor:
-    """Lava's weight exponent: left shift, or arithmetic (floor) right shift."""
-    return x << exponent if exponent >= 0 else x >> -exponent
 
 
 def emulate(spec: NetSpec, x: np.ndarray, probe_layers: bool = False, batch_size: int = 4096) -> ChipRun:
@@ -33,16 +26,9 @@ def emulate(spec: NetSpec, x: np.ndarray, probe_layers: bool = False, batch_size
     return run
 
 
-def first_layer_current(spec: NetSpec, payload: torch.Tensor) -> torch.Tensor:
-    """Chip current of the first layer (chip units) for graded input payloads (B, features)."""
-    weight = torch.from_numpy(spec.layers[0].weight.astype(np.int64))
-    return _arith_shift(payload @ weight.T, spec.input_weight_exp) << 6
-
-
-def chip_leak(voltage: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
-    """Loihi's leak: sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12), i.e. truncation toward zero."""
-    decayed = voltage * (fx.DECAY_UNITY - dv)
-    return torch.sign(decayed) * (decayed.abs() >> fx.DECAY_BITS)
+def first_layer_activation(spec: NetSpec, payload: torch.Tensor) -> torch.Tensor:
+    """Synaptic sum a = W p of the first layer for graded input payloads (B, features)."""
+    return payload @ torch.from_numpy(spec.layers[0].weight.astype(np.int64)).T
 
 
 def layer_schedules(spec: NetSpec) -> list[torch.Tensor]:
@@ -58,19 +44,18 @@ def _emulate_batch(spec: NetSpec, x: np.ndarray, probe_layers: bool) -> ChipRun:
     payload = torch.from_numpy(input_payload(x, spec.input_scale)).long()
     weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers]
     schedules = layer_schedules(spec)
-    thresholds = [int(layer.neuron["vThMant"]) << 6 for layer in spec.layers]
-    voltages = [torch.zeros(n, w.shape[0], dtype=torch.int64) for w in weights]
+    currents = [torch.zeros(n, w.shape[0], dtype=torch.int64) for w in weights]
+    voltages = [torch.zeros_like(c) for c in currents]
     spikes_out = [[] for _ in spec.layers[:-1]]
     volts_out = [[] for _ in spec.layers[:-1]]
-    first_current = first_layer_current(spec, payload)  # constant over time: direct encoding
+    first_activation = first_layer_activation(spec, payload)  # constant over time: direct encoding
     for t in range(steps):
         signal = None
-        for i, (w, dv) in enumerate(zip(weights, schedules)):
-            current = first_current if i == 0 else (signal @ w.T) << 6
-            v = (chip_leak(voltages[i], dv[t]) + current).clamp(-fx.STATE_LIMIT, fx.STATE_LIMIT)
-            s = v > thresholds[i]
-            voltages[i] = torch.where(s, torch.zeros_like(v), v)
-            signal = s.long()
+        for i, (layer, w, dv) in enumerate(zip(spec.layers, weights, schedules)):
+            activation = first_activation if i == 0 else signal @ w.T
+            currents[i], voltages[i], spikes, _ = kernel.neuron_step(
+                currents[i], voltages[i], activation, layer.i_decay, dv[t], layer.threshold)
+            signal = spikes.long()
             if probe_layers and i < len(weights) - 1:
                 spikes_out[i].append(signal)
                 volts_out[i].append(voltages[i])

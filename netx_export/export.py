@@ -5,8 +5,11 @@ Format (stock NetX keys, plus an extension stock NetX ignores):
       vDecay, vThMant, refDelay, gradedSpike}}      -- written by slayer's block export
   layer/<i>/neuron/vDecaySchedule  (DLIF only)        -- dv per time step, int32 [T]
   loihi_stable/  attrs: format_version, timesteps, input_scale (graded pixel = round(64 x)),
-      input_message_bits, input_weight_exp (first synapse right-shifts by 6), dataset,
-      neuron; dataset ``checkpoint``: the source checkpoint, so the file is self-contained.
+      input_message_bits, dataset, neuron; dataset ``checkpoint``: the source checkpoint,
+      so the file is self-contained.
+The first layer computes W p on graded payloads p = round(64 x) without any shift (its
+threshold and state are 64 times finer instead), so stock NetX, which derives every weight
+exponent from the weights, computes exactly what ``run`` does.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from loihi_stable.io import atomic_path, load_checkpoint
 from loihi_stable.blocks import READOUT_NEURON
 from loihi_stable.models import ModelConfig, SpikingMLP, build_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: no first-layer input exponent (stock NetX runs the file as is)
 EXTENSION_GROUP = "loihi_stable"
 
 
@@ -53,7 +56,6 @@ def _write_meta(handle, model, checkpoint: dict) -> None:
         "timesteps": model.config.timesteps,
         "input_scale": fx.INPUT_SCALE,
         "input_message_bits": fx.INPUT_MESSAGE_BITS,
-        "input_weight_exp": fx.INPUT_WEIGHT_EXP,
         "neuron": model.config.neuron,
         "arch": model.config.arch,
         "dataset": checkpoint.get("train_config", {}).get("dataset", "digits"),

@@ -1,7 +1,7 @@
 """Build a Lava network from an exported HDF5 file and run it on Loihi2SimCfg (or Loihi 2).
 
-Inputs reach the chip as graded spikes carrying round(64*pixel); the first synapse
-right-shifts its sum by 6 so its current equals the float model's, bit for bit.
+Inputs reach the chip as graded spikes carrying round(64*pixel); the first layer sums
+W p unshifted on a 64-times finer state grid, so its current equals the float model's.
 Samples stream back to back: each layer resets at the start of its own window of
 T steps (layer l lags the input by l+2 steps), so no flush steps are needed
 between samples. The prediction is the argmax of the readout voltage, a perfect
@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 from loihi_stable.progress import progress_bar
 
+from loihi_stable import chip_kernel as kernel
 from loihi_stable.errors import UserError
 from loihi_stable.io import checkpoint_from_bytes
 
@@ -35,6 +36,15 @@ class LayerSpec:
     neuron: dict                 # CUBA device parameters
     dv_schedule: np.ndarray | None
 
+    @property
+    def i_decay(self) -> int:
+        return int(self.neuron.get("iDecay", 4096))
+
+    @property
+    def threshold(self) -> int:
+        """Voltage (chip units) the neuron must exceed to spike."""
+        return kernel.threshold_units(int(self.neuron["vThMant"]))
+
 
 @dataclass
 class NetSpec:
@@ -43,7 +53,6 @@ class NetSpec:
     timesteps: int
     input_scale: int
     input_message_bits: int
-    input_weight_exp: int
     dataset: str
     neuron: str
     checkpoint: dict
@@ -77,6 +86,12 @@ def read_netx(path: str | Path) -> NetSpec:
                 group = handle["layer"][str(i)]
                 neuron = {k: group["neuron"][k][()] for k in group["neuron"] if k != "vDecaySchedule"}
                 schedule = group["neuron"].get("vDecaySchedule")
+                if "bias" in group:
+                    raise UserError(f"'{path}' layer {i} has a bias, which run, check and the chip certificate "
+                                    f"do not model: {fix}")
+                if not 1 <= int(neuron.get("iDecay", 4096)) <= kernel.DECAY_UNITY:
+                    raise UserError(f"'{path}' layer {i} has iDecay {neuron.get('iDecay')}, outside Lava's "
+                                    f"1..{kernel.DECAY_UNITY} (du = iDecay - 1 is 12-bit): {fix}")
                 layers.append(LayerSpec(np.asarray(group["weight"][()], dtype=np.int32), neuron,
                                         None if schedule is None else np.asarray(schedule[()])))
             checkpoint = checkpoint_from_bytes(handle[EXTENSION_GROUP]["checkpoint"][()].tobytes(), str(path))
@@ -85,7 +100,7 @@ def read_netx(path: str | Path) -> NetSpec:
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise UserError(f"'{path}' is damaged or truncated ({type(err).__name__}): {fix}") from None
     return NetSpec(path, layers, int(meta["timesteps"]), int(meta["input_scale"]),
-                   int(meta["input_message_bits"]), int(meta["input_weight_exp"]),
+                   int(meta["input_message_bits"]),
                    str(meta["dataset"]), str(meta["neuron"]), checkpoint)
 
 
@@ -151,7 +166,7 @@ def _build_layers(spec: NetSpec, dlif_schedule: str = "process"):
             params["dv"] = int(layer.dv_schedule[_local_step(1, params["reset_offset"], spec.timesteps)])
         blocks.append(Dense(shape=(weight.shape[0],), neuron_params=params, weight=weight,
                             num_weight_bits=bits, sign_mode=sign_mode,
-                            weight_exponent=exponent + (spec.input_weight_exp if i == 0 else 0),
+                            weight_exponent=exponent,
                             input_message_bits=spec.input_message_bits if i == 0 else 0))
         if i:
             blocks[i - 1].out.connect(blocks[i].inp)

@@ -7,7 +7,7 @@ import torch
 from loihi_stable import fixed_point as fx
 from loihi_stable.certify import (Box, crown_margin_lower_bound, ibp_bounds, margin_lower_bound,
                                   module_bounds, spike_input_bounds, verified)
-from loihi_stable.certify.chip import chip_bounds, check_chip_certificate, sample_ball
+from netx_export.chip_certificate import chip_bounds, check_chip_certificate, sample_ball
 from loihi_stable.certify.scrown import _reset_relaxation, _spike_relaxation
 from loihi_stable.certify.sibp import forward_spikes
 from loihi_stable.certify.verify import certify
@@ -192,3 +192,32 @@ def test_cli_certify_writes_fractions(tmp_path, ibp_checkpoint):
     assert "S-IBP" in result.output and "verified on chip" in result.output
     bad = CliRunner().invoke(app, ["certify", str(tmp_path / "m.pt"), "--method", "lp"])
     assert bad.exit_code == 2 and bad.output.strip().startswith("error: unknown --method")
+
+
+def test_chip_certificate_is_sound_when_a_wide_readout_fires():
+    """A last hidden layer wider than 64 can drive the readout past its threshold: it fires and
+    resets, so the exact-integration margin would claim the wrong class. The certificate must not."""
+    from test_emulator import overflow_spec
+
+    from netx_export.emulator import emulate
+
+    spec = overflow_spec(100)
+    x = np.random.default_rng(1).random((6, 64)).astype(np.float32)
+    chip = emulate(spec, x).predictions
+    assert (chip == 1).all(), "class 0 integrates most, but its reset hands the prediction to class 1"
+    for label, expected in ((0, False), (1, True)):
+        y = np.full(6, label)
+        cert = chip_bounds(spec, x, y, 0.5 / 255)
+        assert cert.readout_may_fire.all() and not cert.may_wrap.any()
+        assert (cert.verified == expected).all()
+        check = check_chip_certificate(spec, cert, x, y, 0.5 / 255, points=6)
+        assert check["readouts_inside_bounds"] and check["verified_samples_broken"] == 0
+
+
+def test_chip_certificate_claims_nothing_where_a_current_may_wrap():
+    from test_emulator import overflow_spec
+
+    spec = overflow_spec(600)
+    x = np.random.default_rng(1).random((4, 64)).astype(np.float32)
+    cert = chip_bounds(spec, x, np.zeros(4, dtype=int), 0.5 / 255)
+    assert cert.may_wrap.all() and not cert.verified.any()

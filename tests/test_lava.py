@@ -6,6 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from loihi_stable import fixed_point as fx
 from loihi_stable.cli import app
 from netx_export.export import model_from_checkpoint, write_netx
 from netx_export.lava_runner import read_netx, run_network
@@ -35,8 +36,10 @@ def test_lava_matches_float_model_spike_for_spike(tmp_path, digits, neuron, requ
         spikes = states["spike"].numpy().astype(np.int64)
         assert spikes.sum() > 0, f"layer {layer} never spiked: the comparison would be vacuous"
         np.testing.assert_array_equal(chip.spikes[layer], spikes, err_msg=f"spikes, layer {layer}")
-        # Lava's v is read after the reset: 0 where the neuron spiked
-        expected_v = np.round(states["voltage"].numpy() * 4096).astype(np.int64) * (1 - spikes)
+        # Lava's v is read after the reset: 0 where the neuron spiked; layer 0 runs on a 64x finer grid
+        scale = fx.state_scale(model.spiking_neurons[layer].payload_scale)
+        assert scale == (4096 * 64 if layer == 0 else 4096)
+        expected_v = np.round(states["voltage"].numpy() * scale).astype(np.int64) * (1 - spikes)
         np.testing.assert_array_equal(chip.voltage[layer], expected_v, err_msg=f"voltage, layer {layer}")
     np.testing.assert_array_equal(chip.readout, np.round(logits.sum(-1).numpy() * 4096).astype(np.int64))
     assert np.array_equal(chip.predictions, logits.mean(-1).argmax(1).numpy())
@@ -129,3 +132,42 @@ def test_cli_train_export_run_end_to_end(tmp_path):
     assert set(data["results"]) == {"clean", "pgd", "pgd-transfer"}
     assert all(r["agreement"] == 1.0 for r in data["results"].values())
     assert 0.0 <= data["accuracy_chip"] <= 1.0
+
+
+def run_with_stock_netx(path, x: np.ndarray, timesteps: int) -> np.ndarray:
+    """What an INRC user does with our file: stock NetX and stock Lava processes only, with the
+    arguments README.md states; returns the readout voltage at the end of each sample's window."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.monitor.process import Monitor
+
+    net = netx.hdf5.Network(net_config=str(path), reset_interval=timesteps, reset_offset=1, input_message_bits=8)
+    payload = np.round(np.clip(x, 0, 1) * 64).astype(np.int32)           # graded spikes round(64 x)
+    total = len(x) * timesteps + len(net) + 1
+    frames = np.zeros((x.shape[1], total), dtype=np.int32)
+    frames[:, :len(x) * timesteps] = np.repeat(payload.T, timesteps, axis=1)  # each sample held T steps
+    source = RingBuffer(data=frames)
+    source.s_out.connect(net.inp)
+    monitor = Monitor()
+    monitor.probe(net.layers[-1].neuron.v, total)
+    try:
+        net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        (data,) = monitor.get_data().values()
+        voltage = np.asarray(data["v"]).reshape(total, -1)
+    finally:
+        net.stop()
+    # the readout (layer L of depth D, 0-based) integrates the last frame of sample k at step k*T + T + D
+    ends = np.arange(len(x)) * timesteps + timesteps + len(net) - 1
+    return voltage[ends]
+
+
+def test_stock_netx_reproduces_run_bit_for_bit(tmp_path, digits, lif_checkpoint):
+    model = model_from_checkpoint(lif_checkpoint)
+    write_netx(model, lif_checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x = digits[1].x[:16].numpy()
+    ours = run_network(spec, x, progress=False).readout
+    stock = run_with_stock_netx(tmp_path / "m.net", x, spec.timesteps)
+    np.testing.assert_array_equal(stock, ours)

@@ -11,11 +11,11 @@ def run(neuron, values):
 
 
 def test_lif_matches_hand_computed_integer_sequence():
-    # lambda = 0.99 -> dv = round(4096*0.01) = 41; I = 0.3 -> trunc(0.3*4096) = 1228 (chip units)
+    # lambda = 0.99 -> dv = round(4096*0.01) = 41; I = 1228/4096 (on the chip's grid)
     # v1 = 1228; v2 = trunc(1228*4055/4096) + 1228 = 1215 + 1228 = 2443;
     # v3 = trunc(2443*4055/4096) + 1228 = 2418 + 1228 = 3646; v4 = 3609 + 1228 = 4837 > 4096 -> spike, reset
     # v5 = 0 + 1228
-    spikes, voltage = run(LIF(timesteps=5), [0.3] * 5)
+    spikes, voltage = run(LIF(timesteps=5), [1228 / 4096] * 5)
     assert spikes == [0, 0, 0, 1, 0]
     assert (voltage * 4096).round().int().tolist() == [1228, 2443, 3646, 4837, 1228]
 

@@ -7,8 +7,8 @@ non-linearities, using S-IBP's voltage bounds [l, h] as intermediate bounds
   spike  s = H(v - th):      upper (v - l)/(th - l) or 1, lower (v - th)/(h - th) or 0
   reset  u = v * 1[v <= th]: upper v or th,              lower l (h - v)/(h - l) or 0
 (the line or the constant with the smaller area, per neuron). Quantized models add
-the chip's rounding as bounded error terms: the input grid is part of the input box,
-the first layer's floor costs [-1/64, 0], each truncated leak [-1/4096, 1/4096].
+the chip's rounding as bounded error terms: the input grid is part of the input box and
+each truncated leak costs one unit of its layer's grid, [-1/scale, 1/scale].
 Why not auto_LiRPA: it has no Heaviside/reset relaxations, traces one static graph
 (not slayer's time loop), and does not install beside torch 2.13 here.
 """
@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import chip_kernel as kernel
 from .. import fixed_point as fx
 from .intervals import Box
 from .sibp import SpikingBounds, input_bounds, synapse_weight
-
-VOLTAGE_LIMIT = fx.STATE_LIMIT / fx.STATE_SCALE
 
 
 def _spike_relaxation(v: Box, th: float):
@@ -76,6 +75,7 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
     weights = [synapse_weight(b.synapse).to(dtype) for b in model.blocks]
     decays = [b.neuron.effective_decay().detach().to(dtype) for b in model.blocks]
     thresholds = [b.neuron.threshold for b in model.blocks]
+    grids = [1 / fx.state_scale(b.neuron.payload_scale) for b in model.blocks]  # one chip unit per layer
     volts = [Box(v.lo.detach().to(dtype), v.hi.detach().to(dtype)) for v in ibp.voltage]
     w_out = synapse_weight(model.readout.synapse).detach().to(dtype)
     spec = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)                  # (B, K, N_L)
@@ -96,17 +96,17 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
             if t > 0:  # v[t] = decay[t] * u[t-1] + I[t] (+ the leak's truncation)
                 lam_u[i][t - 1] += lam_v * decays[i][t]
                 if exact:
-                    bias += _error_term(lam_v, -1 / fx.STATE_SCALE, 1 / fx.STATE_SCALE)
+                    bias += _error_term(lam_v, -grids[i], grids[i])
             if i > 0:
                 lam_s[i - 1][t] += lam_v @ weights[i]
             else:
                 lam_x += lam_v @ weights[0]
-                if exact:  # first-layer floor onto the 1/64 grid
-                    bias += _error_term(lam_v, -1 / fx.INPUT_SCALE, 0.0)
     box = input_bounds(model, x, eps)
     lo, hi = box.lo[..., 0].to(dtype).unsqueeze(1), box.hi[..., 0].to(dtype).unsqueeze(1)
     lower = bias + (lam_x.clamp(min=0) * lo + lam_x.clamp(max=0) * hi).sum(-1)
-    saturates = torch.stack([torch.maximum(v.lo.abs(), v.hi.abs()).amax((1, 2)) for v in volts], 1).amax(1)
-    lower[saturates >= VOLTAGE_LIMIT] = -torch.inf  # 24-bit saturation is not modelled here
+    # 24-bit saturation (and the current's wrap, which S-IBP bounds by it) is not modelled here
+    saturates = torch.stack([torch.maximum(v.lo.abs(), v.hi.abs()).amax((1, 2)) / (kernel.VOLTAGE_LIMIT * grid)
+                             for v, grid in zip(volts, grids)], 1).amax(1)
+    lower[saturates >= 1] = -torch.inf
     lower[torch.arange(batch), y] = 0.0
     return lower.to(x.dtype)

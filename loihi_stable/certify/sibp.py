@@ -1,7 +1,8 @@
 """S-IBP: interval bounds through LIF/DLIF dynamics over time (Liang et al., 2022).
 
 Every map of the chip's neuron is monotone in its inputs: the leak (with Loihi's
-truncation), the input grid, the threshold test. So the lower bound of the voltage
+truncation), the input grid, the saturation, the threshold test; only the current's 24-bit
+wrap is not, so where it may fire the voltage is bounded by its saturation limits. So the lower bound of the voltage
 comes from the lower bounds of the state and the current, spikes from the Heaviside
 of each end, and the hard reset u = v * 1[v <= threshold] gives
   spikes surely:  u = 0;   surely not: u = v;   undecided: u in [min(v_lo, 0), threshold].
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import chip_kernel as kernel
 from .. import fixed_point as fx
 from ..neurons import DLIF, triangle_spike
 from .intervals import Box, dense
@@ -45,8 +47,7 @@ def input_bounds(model, x: torch.Tensor, eps: float) -> Box:
 
 
 def current_bounds(block, box: Box) -> Box:
-    current = dense(box, synapse_weight(block.synapse))
-    return current.map(fx.floor_to_input_grid) if block.analog_input else current
+    return dense(box, synapse_weight(block.synapse))
 
 
 def neuron_bounds(neuron: DLIF, current: Box) -> tuple[Box, Box]:
@@ -62,9 +63,14 @@ def neuron_bounds(neuron: DLIF, current: Box) -> tuple[Box, Box]:
         for u, i in ((u_lo, current.lo[..., t]), (u_hi, current.hi[..., t])):
             v = decay[t] * u + i
             if exact:
-                v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], i.detach()), v)
+                v = fx.ste(fx.chip_voltage_step(u.detach(), dv[t], i.detach(), neuron.payload_scale), v)
             ends.append(v)
         v_lo, v_hi = ends
+        if exact:  # where the current may wrap, only the voltage's saturation limits bound it
+            scale = fx.state_scale(neuron.payload_scale)
+            wraps = ((current.hi[..., t] * scale > kernel.WRAP) | (current.lo[..., t] * scale <= -kernel.WRAP)).detach()
+            limit = kernel.VOLTAGE_LIMIT / scale
+            v_lo, v_hi = torch.where(wraps, -limit, v_lo), torch.where(wraps, limit, v_hi)
         s_lo, s_hi = triangle_spike(v_lo, th, width), triangle_spike(v_hi, th, width)
         undecided = s_hi - s_lo
         u_lo = (1 - s_hi) * v_lo + undecided * v_lo.clamp(max=0)
@@ -131,8 +137,6 @@ def spike_input_bounds(model, spikes: torch.Tensor, flips: int) -> SpikingBounds
         up = delta.clamp(min=0).topk(k, dim=2).values.sum(2)
         down = delta.clamp(max=0).neg().topk(k, dim=2).values.sum(2)
         current = Box(base - down, base + up)
-    if block.analog_input:
-        current = current.map(fx.floor_to_input_grid)
     return propagate(model, current, from_current=True)
 
 

@@ -60,7 +60,7 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
         for key, value in result.items():
             flags.setdefault(key, []).append(value.cpu().numpy())
         if spec is not None:
-            from .chip import chip_bounds, check_chip_certificate
+            from netx_export.chip_certificate import chip_bounds, check_chip_certificate
             cert = chip_bounds(spec, xb.numpy(), yb.numpy(), eps)
             chip_flags.append(cert.verified)
             if check_points:

@@ -1,0 +1,103 @@
+"""What one Loihi CUBA neuron computes in one time step: the chip's arithmetic, written once.
+
+The definition is Lava's bit-accurate LIF model (lava/proc/lif/models.py,
+``AbstractPyLifModelFixed``), which NetX builds from a file's neuron group
+(du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp = 6):
+
+  a[t] = sum_j w_ij s_j[t]                                   (synapse; graded spikes carry payloads)
+  u[t] = wrap24(decay(u[t-1], iDecay) + (a[t] << 6))         (current; wraps, never saturates)
+  v[t] = clip24(decay(v[t-1], vDecay) + u[t] + (bias << 6))  (voltage; saturates)
+  s[t] = v[t] > (vThMant << 6);  v[t] = 0 where s[t]         (strict >, hard reset)
+  decay(x, d) = sign(x (4096 - d)) * (|x (4096 - d)| >> 12)  (truncation toward zero)
+
+Every function takes int64 tensors, or float64 tensors holding integers (exact below 2^53),
+so the QAT forward (float64 on any device), the emulator (int64) and the certificates
+(interval ends) share one code path. The interval versions are sound because each map is
+monotone, except the current's wrap, which they report instead of modelling.
+"""
+from __future__ import annotations
+
+import torch
+
+DECAY_BITS = 12
+DECAY_UNITY = 1 << DECAY_BITS          # a decay of 4096 keeps nothing, 0 keeps everything
+MAX_DECAY = DECAY_UNITY - 1            # vDecay is 12-bit unsigned
+ACTIVATION_SHIFT = 6                   # act_shift: synaptic sums are MSB-aligned by 6 bits
+THRESHOLD_SHIFT = 6                    # vth_shift: vThMant is MSB-aligned by 6 bits
+BIAS_SHIFT = 6                         # NetX's bias_exp
+STATE_BITS = 24
+WRAP = 1 << (STATE_BITS - 1)           # Lava's max_uv_val: the current wraps by 2*WRAP
+VOLTAGE_LIMIT = WRAP - 1               # the voltage saturates to [-VOLTAGE_LIMIT, VOLTAGE_LIMIT]
+MAX_VTH_MANT = (1 << 17) - 1           # vThMant is 17-bit unsigned
+MAX_BIAS_MANT = (1 << 12) - 1          # bias_mant is 13-bit signed
+
+
+def decay(x: torch.Tensor, d) -> torch.Tensor:
+    """sign(x (4096 - d)) * (|x (4096 - d)| >> 12): the leak, truncating toward zero."""
+    kept = x * (DECAY_UNITY - d)
+    return torch.sign(kept) * torch.div(kept.abs(), DECAY_UNITY, rounding_mode="floor")
+
+
+def activation_current(activation: torch.Tensor) -> torch.Tensor:
+    """A synaptic sum as the neuron adds it (a << 6)."""
+    return activation * (1 << ACTIVATION_SHIFT)
+
+
+def wrap_current(u: torch.Tensor) -> torch.Tensor:
+    """Lava's 24-bit current wrap, as written there (two one-sided corrections of the unwrapped sum)."""
+    once = torch.where(u > WRAP, u - 2 * WRAP, u)
+    return torch.where(once <= -WRAP, u + 2 * WRAP, once)
+
+
+def current_step(u: torch.Tensor, activation: torch.Tensor, i_decay) -> torch.Tensor:
+    """u[t] from u[t-1] and this step's synaptic sum; iDecay = 4096 makes u[t] = wrap(a << 6)."""
+    return wrap_current(decay(u, i_decay) + activation_current(activation))
+
+
+def voltage_step(v: torch.Tensor, u: torch.Tensor, dv, bias=0) -> torch.Tensor:
+    """v[t] before the spike test: leak, current, bias (bias_mant << 6), 24-bit saturation."""
+    total = decay(v, dv) + u + bias * (1 << BIAS_SHIFT)
+    return total.clamp(-VOLTAGE_LIMIT, VOLTAGE_LIMIT)
+
+
+def threshold_units(vth_mant) -> int:
+    """The voltage a neuron must exceed to spike (vThMant << 6)."""
+    return int(vth_mant) << THRESHOLD_SHIFT
+
+
+def fire(v: torch.Tensor, threshold: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes (bool) and the voltage after the hard reset."""
+    spikes = v > threshold
+    return spikes, torch.where(spikes, torch.zeros_like(v), v)
+
+
+def neuron_step(u, v, activation, i_decay, dv, threshold: int, bias=0):
+    """One full step: (u[t], v[t] after reset, s[t], v[t] before reset)."""
+    u = current_step(u, activation, i_decay)
+    v_pre = voltage_step(v, u, dv, bias)
+    spikes, v = fire(v_pre, threshold)
+    return u, v, spikes, v_pre
+
+
+# --- interval versions (certification) ---------------------------------------------------
+def current_step_interval(u_lo, u_hi, a_lo, a_hi, i_decay):
+    """Bounds of u[t] and a mask of where the wrap may fire (there the bounds do not hold)."""
+    lo = decay(u_lo, i_decay) + activation_current(a_lo)
+    hi = decay(u_hi, i_decay) + activation_current(a_hi)
+    may_wrap = (hi > WRAP) | (lo <= -WRAP)
+    return lo, hi, may_wrap
+
+
+def voltage_step_interval(v_lo, v_hi, u_lo, u_hi, dv, bias=0):
+    """Bounds of v[t] before the spike test (every map in it is monotone)."""
+    return voltage_step(v_lo, u_lo, dv, bias), voltage_step(v_hi, u_hi, dv, bias)
+
+
+def fire_interval(v_lo, v_hi, threshold: int):
+    """Spike bounds and sound bounds of the voltage after reset for any v in [v_lo, v_hi]."""
+    s_lo, s_hi = (v_lo > threshold).to(v_lo.dtype), (v_hi > threshold).to(v_hi.dtype)
+    undecided = s_hi - s_lo
+    zero = torch.zeros_like(v_lo)
+    after_lo = (1 - s_hi) * v_lo + undecided * torch.minimum(v_lo, zero)
+    after_hi = (1 - s_hi) * v_hi + undecided * max(threshold, 0)
+    return s_lo, s_hi, after_lo, after_hi
