@@ -181,12 +181,21 @@ def export(
     check_outputs(None, output)
     report = export_checkpoint(checkpoint, output, data_root=data_root)
     typer.echo(f"exported {checkpoint} -> {output} (NetX HDF5)")
-    if report:
-        typer.echo(f"folded normalisation, BatchNorm and pooling into {report['layers']} Loihi layers; on "
-                   f"{report['n']} test samples the folded float network agrees with the model on "
-                   f"{100 * report['folded_agreement']:.1f}% of predictions, its 8-bit version on "
-                   f"{100 * report['quantized_agreement']:.1f}% (accuracy {report['model_accuracy']:.4f} -> "
-                   f"{report['quantized_accuracy']:.4f})")
+    folding, stock = report.get("folding"), report.get("stock_netx")
+    if folding:
+        typer.echo(f"folded normalisation, BatchNorm and pooling into {folding['layers']} Loihi layers; on "
+                   f"{folding['n']} test samples the folded float network agrees with the model on "
+                   f"{100 * folding['folded_agreement']:.1f}% of predictions, its 8-bit version on "
+                   f"{100 * folding['quantized_agreement']:.1f}% (accuracy {folding['model_accuracy']:.4f} -> "
+                   f"{folding['quantized_accuracy']:.4f})")
+    if stock and "unmeasured" in stock:
+        typer.echo(f"DLIF: stock NetX reads one averaged vDecay per layer; its deviation is unmeasured "
+                   f"({stock['unmeasured']})")
+    elif stock:
+        typer.echo(f"DLIF: stock NetX reads one averaged vDecay per layer, not the per-step schedule: on "
+                   f"{stock['n']} test samples its predictions agree with 'run' on {100 * stock['agreement']:.1f}% "
+                   f"(accuracy {stock['accuracy_run']:.4f} -> {stock['accuracy_stock_netx']:.4f}); "
+                   f"'run' and --dlif-schedule host on Loihi2HwCfg use the schedule")
 
 
 @app.command()

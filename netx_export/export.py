@@ -107,19 +107,31 @@ def write_netx(model: SpikingMLP, checkpoint: dict, path: str | Path) -> None:
 
 
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_samples: int = 256,
-                      data_root: str | Path | None = None) -> dict | None:
-    """Export; for conv networks also measure what folding and 8-bit quantization changed. The test
-    data is read before anything is written, so a missing data set leaves no file behind."""
+                      data_root: str | Path | None = None) -> dict:
+    """Export, and measure what the file changes. Conv networks: what folding and 8-bit
+    quantization changed (needs the test set). DLIF networks: how far stock NetX, which reads one
+    averaged vDecay per layer, strays from the per-step schedule ``run`` uses (if the test set is
+    at hand). The test data is read before anything is written, so a failure leaves no file."""
+    from loihi_stable.data import checkpoint_test_split
+    from loihi_stable.errors import UserError
+
     payload = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(payload)
+    report: dict = {}
     test = None
     if model.config.arch != "mlp":
-        from loihi_stable.data import checkpoint_test_split
-
         test = checkpoint_test_split(payload, data_root, limit=check_samples)
+    elif model.config.neuron == "dlif":
+        try:
+            test = checkpoint_test_split(payload, data_root)
+        except UserError as err:
+            report["stock_netx"] = {"unmeasured": str(err)}
     write_netx(model, payload, out_path)
     if test is None:
-        return None
+        return report
+    if model.config.arch == "mlp":
+        report["stock_netx"] = stock_netx_agreement(out_path, test)
+        return report
     from netx_export.folding import fold_model, run_folded
 
     x = test.x.reshape(-1, *model.config.input_shape)
@@ -128,7 +140,28 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_s
         reference = model(test.x).argmax(1)
     folded = run_folded(layers, x, model.config.timesteps).argmax(1)
     quantized = run_folded(layers, x, model.config.timesteps, quantized=True).argmax(1)
-    return {"layers": len(layers), "n": len(test), "folded_agreement": float((folded == reference).float().mean()),
-            "quantized_agreement": float((quantized == reference).float().mean()),
-            "model_accuracy": float((reference == test.y).float().mean()),
-            "quantized_accuracy": float((quantized == test.y).float().mean())}
+    report["folding"] = {"layers": len(layers), "n": len(test),
+                         "folded_agreement": float((folded == reference).float().mean()),
+                         "quantized_agreement": float((quantized == reference).float().mean()),
+                         "model_accuracy": float((reference == test.y).float().mean()),
+                         "quantized_accuracy": float((quantized == test.y).float().mean())}
+    return report
+
+
+def stock_netx_agreement(path: str | Path, test) -> dict:
+    """Predictions of the file as ``run`` executes it (per-step vDecay schedule) against stock
+    NetX's reading (one averaged vDecay per layer), both on the bit-exact emulator."""
+    import copy
+
+    from netx_export.emulator import emulate
+    from netx_export.lava_runner import read_netx
+
+    spec = read_netx(path)
+    stock = copy.copy(spec)
+    stock.layers = [copy.copy(layer) for layer in spec.layers]
+    for layer in stock.layers:
+        layer.dv_schedule = None
+    x, y = test.x.reshape(len(test), -1).numpy(), test.y.numpy()
+    ours, theirs = emulate(spec, x).predictions, emulate(stock, x).predictions
+    return {"n": len(test), "agreement": float((ours == theirs).mean()),
+            "accuracy_run": float((ours == y).mean()), "accuracy_stock_netx": float((theirs == y).mean())}

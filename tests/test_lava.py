@@ -171,3 +171,25 @@ def test_stock_netx_reproduces_run_bit_for_bit(tmp_path, digits, lif_checkpoint)
     ours = run_network(spec, x, progress=False).readout
     stock = run_with_stock_netx(tmp_path / "m.net", x, spec.timesteps)
     np.testing.assert_array_equal(stock, ours)
+
+
+def test_stock_netx_on_a_dlif_file_is_what_export_measures(tmp_path, digits, dlif_checkpoint):
+    """export's DLIF deviation report emulates stock NetX as one averaged vDecay per layer: so it does."""
+    from netx_export.emulator import emulate
+
+    model = model_from_checkpoint(dlif_checkpoint)
+    write_netx(model, dlif_checkpoint, tmp_path / "m.net")
+    spec = read_netx(tmp_path / "m.net")
+    x = digits[1].x[:12].numpy()
+    for layer in spec.layers:
+        layer.dv_schedule = None
+    np.testing.assert_array_equal(run_with_stock_netx(tmp_path / "m.net", x, spec.timesteps), emulate(spec, x).readout)
+
+
+def test_export_reports_how_far_stock_netx_strays_on_dlif(tmp_path, dlif_checkpoint):
+    from loihi_stable.io import save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
+    result = CliRunner().invoke(app, ["export", "--to", "netx", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.net")])
+    assert result.exit_code == 0, result.output
+    assert "stock NetX reads one averaged vDecay" in result.output and "test samples" in result.output
