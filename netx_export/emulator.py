@@ -7,6 +7,8 @@ Each sample starts from zero state, which is what the Lava runner's per-layer re
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -14,10 +16,23 @@ from loihi_stable import chip_kernel as kernel
 from netx_export.lava_runner import ChipRun, NetSpec, input_payload
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Its matmuls are small: one thread is as fast as two on an idle machine, and a second
+    thread halves the rate (or worse) once another process competes for the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def emulate(spec: NetSpec, x: np.ndarray, probe_layers: bool = False, batch_size: int = 4096) -> ChipRun:
     """Run samples ``x`` (N, features) in [0, 1]; same outputs as ``lava_runner.run_network``."""
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-    runs = [_emulate_batch(spec, x[i:i + batch_size], probe_layers) for i in range(0, len(x), batch_size)]
+    with one_thread():
+        runs = [_emulate_batch(spec, x[i:i + batch_size], probe_layers) for i in range(0, len(x), batch_size)]
     readout = np.concatenate([r.readout for r in runs]) if runs else np.zeros((0, spec.layers[-1].weight.shape[0]))
     run = ChipRun(readout.astype(np.int64))
     if probe_layers:
