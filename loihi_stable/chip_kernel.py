@@ -4,7 +4,8 @@ The definition is Lava's bit-accurate LIF model (lava/proc/lif/models.py,
 ``AbstractPyLifModelFixed``), which NetX builds from a file's neuron group
 (du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp = 6):
 
-  a[t] = sum_j w_ij s_j[t]                                   (synapse; graded spikes carry payloads)
+  a[t] = sum_j w_ij s_j[t]                                   (synapse; graded spikes carry payloads;
+                                                              a conv synapse wraps a to 24 bits)
   u[t] = wrap24(decay(u[t-1], iDecay) + (a[t] << 6))         (current; wraps, never saturates)
   v[t] = clip24(decay(v[t-1], vDecay) + u[t] + (bias << 6))  (voltage; saturates)
   s[t] = v[t] > (vThMant << 6);  v[t] = 0 where s[t]         (strict >, hard reset)
@@ -41,6 +42,11 @@ def decay(x: torch.Tensor, d) -> torch.Tensor:
 def activation_current(activation: torch.Tensor) -> torch.Tensor:
     """A synaptic sum as the neuron adds it (a << 6)."""
     return activation * (1 << ACTIVATION_SHIFT)
+
+
+def wrap_conv_activation(activation: torch.Tensor) -> torch.Tensor:
+    """Lava's conv synapse sends its sum as a signed 24-bit value (utils.signed_clamp): it wraps."""
+    return torch.remainder(activation + WRAP, 2 * WRAP) - WRAP
 
 
 def wrap_current(u: torch.Tensor) -> torch.Tensor:

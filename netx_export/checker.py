@@ -12,26 +12,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx
 from loihi_stable.metrics import mppd, record
-
 from netx_export.backends import run_on
 from netx_export.deploy import craft
-from loihi_stable import chip_kernel as kernel
-from netx_export.emulator import first_layer_activation
-from netx_export.lava_runner import ChipRun, NetSpec, input_payload
+from netx_export.emulator import synaptic_sum
+from netx_export.lava_runner import ChipRun
+from netx_export.netx_file import NetSpec, encode_inputs
 
 
-def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun) -> list[torch.Tensor]:
-    """Each spiking layer's synaptic current I[t] on the chip, in float units (B, N, T)."""
-    payload = torch.from_numpy(input_payload(x, spec.input_scale)).long()
-    weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers[1:-1]]
-    first = kernel.activation_current(first_layer_activation(spec, payload))
-    currents = [first[..., None].expand(-1, -1, spec.timesteps).double() / fx.state_scale(spec.input_scale)]
-    for w, spikes in zip(weights, run.spikes[:-1]):
-        activation = torch.einsum("oi,bit->bot", w, torch.from_numpy(spikes))
-        currents.append(kernel.activation_current(activation).double() / fx.state_scale())
-    return currents
+def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun, thresholds: list[float]) -> list[torch.Tensor]:
+    """Each spiking layer's synaptic current I[t] on the chip (B, neurons, T), in the float model's
+    units: chip units over the layer's chip threshold, times its float ``thresholds`` (this undoes
+    the first layer's finer grid and the scale folding gave each conv layer)."""
+    signal = torch.from_numpy(encode_inputs(spec, x))
+    first = kernel.activation_current(synaptic_sum(spec.layers[0], signal)).flatten(1)
+    raw = [first[..., None].expand(-1, -1, spec.timesteps)]
+    for layer, previous, spikes in zip(spec.layers[1:-1], spec.layers, run.spikes[:-1]):
+        steps = [torch.from_numpy(spikes[..., t]).view(len(spikes), *previous.out_shape)
+                 for t in range(spec.timesteps)]
+        raw.append(torch.stack([kernel.activation_current(synaptic_sum(layer, s)).flatten(1) for s in steps], -1))
+    return [c.double() / layer.threshold * th for c, layer, th in zip(raw, spec.layers, thresholds)]
 
 
 def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
@@ -52,18 +54,18 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
             np.array_equal(emu.readout, run.readout)
             and all(np.array_equal(a, b) for a, b in zip(emu.spikes, run.spikes))
             and all(np.array_equal(a, b) for a, b in zip(emu.voltage, run.voltage)))
-    currents = chip_currents(spec, both, run)
+    currents = chip_currents(spec, both, run, [neuron.threshold for neuron in model.spiking_neurons])
     n = len(x)
     layers, traces = [], {}
     for i, (f_clean, f_adv, chip) in enumerate(zip(*float_layers, currents)):
-        eps_float = mppd(f_clean.current.double(), f_adv.current.double(), leak)
+        eps_float = mppd(f_clean.current.double().flatten(1, -2), f_adv.current.double().flatten(1, -2), leak)
         eps_chip = mppd(chip[:n], chip[n:], leak)
         ms_float, ms_chip = eps_float.pow(2).mean().item(), eps_chip.pow(2).mean().item()
         ratio = ms_chip / ms_float if ms_float > 0 else (1.0 if ms_chip == 0 else float("inf"))
         correlation = float(np.corrcoef(eps_float.flatten().numpy(), eps_chip.flatten().numpy())[0, 1]) \
             if eps_float.std() > 0 and eps_chip.std() > 0 else float("nan")
         chip_spikes = np.concatenate([run.spikes[i][:n], run.spikes[i][n:]])
-        float_spikes = torch.cat([f_clean.spike, f_adv.spike]).numpy()
+        float_spikes = torch.cat([f_clean.spike, f_adv.spike]).flatten(1, -2).numpy()
         layers.append({"layer": i + 1, "ms_mppd_float": ms_float, "ms_mppd_chip": ms_chip, "ratio": ratio,
                        "correlation": correlation, "spike_agreement": float(np.mean(chip_spikes == float_spikes)),
                        "amplified": bool(ratio > ratio_threshold)})

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from netx_export.emulator import layer_schedules
-from netx_export.lava_runner import input_payload
+from netx_export.emulator import layer_bias, layer_schedules, unwrapped_sum
+from netx_export.netx_file import LayerSpec, encode_inputs
 
 UNVERIFIABLE = torch.iinfo(torch.int64).min // 2
 
@@ -32,9 +32,13 @@ class ChipCertificate:
     may_wrap: np.ndarray       # (B,) bool: some current may wrap (nothing is claimed)
 
 
-def _interval_matmul(lo, hi, w):
-    pos, neg = w.clamp(min=0), w.clamp(max=0)
-    return lo @ pos.T + hi @ neg.T, hi @ pos.T + lo @ neg.T
+def _interval_sum(layer: LayerSpec, lo: torch.Tensor, hi: torch.Tensor):
+    """Bounds of a = W s for s in [lo, hi], and where a conv synapse's 24-bit wrap may fire."""
+    pos, neg = np.clip(layer.weight, 0, None), np.clip(layer.weight, None, 0)
+    a_lo = unwrapped_sum(layer, lo, pos) + unwrapped_sum(layer, hi, neg)
+    a_hi = unwrapped_sum(layer, hi, pos) + unwrapped_sum(layer, lo, neg)
+    may_wrap = ((a_hi >= kernel.WRAP) | (a_lo < -kernel.WRAP)).flatten(1).any(1)
+    return a_lo, a_hi, may_wrap if layer.kind == "conv" else torch.zeros_like(may_wrap)
 
 
 @torch.no_grad()
@@ -42,38 +46,46 @@ def chip_bounds(spec, x: np.ndarray, y: np.ndarray, eps: float) -> ChipCertifica
     """Integer S-IBP over the L-inf ball of radius eps around each sample of x (N, features)."""
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     n = len(x)
-    payload = [torch.from_numpy(input_payload(x + sign * eps, spec.input_scale)).long() for sign in (-1, 1)]
-    weights = [torch.from_numpy(layer.weight.astype(np.int64)) for layer in spec.layers]
+    payload = [torch.from_numpy(encode_inputs(spec, x + sign * eps)) for sign in (-1, 1)]
     schedules = layer_schedules(spec)
-    first = _interval_matmul(*payload, weights[0])
-    zeros = [torch.zeros(n, w.shape[0], dtype=torch.int64) for w in weights]
-    currents, voltages = [(z, z) for z in zeros], [(z, z) for z in zeros]
-    may_wrap = torch.zeros(n, dtype=torch.bool)
+    *first, may_wrap = _interval_sum(spec.layers[0], *payload)
+    currents, voltages = [None] * len(spec.layers), [None] * len(spec.layers)
     readout_fires = torch.zeros(n, dtype=torch.bool)
     last_spikes = []
     for t in range(spec.timesteps):
         signal = None
-        for i, (layer, w, dv) in enumerate(zip(spec.layers, weights, schedules)):
-            activation = first if i == 0 else _interval_matmul(*signal, w)
+        for i, (layer, dv) in enumerate(zip(spec.layers, schedules)):
+            if i == 0:
+                activation = first
+            else:
+                *activation, wraps = _interval_sum(layer, *signal)
+                may_wrap |= wraps
+            if currents[i] is None:
+                zero = torch.zeros_like(activation[0])
+                currents[i], voltages[i] = (zero, zero), (zero, zero)
             u_lo, u_hi, wraps = kernel.current_step_interval(*currents[i], *activation, layer.i_decay)
-            may_wrap |= wraps.any(1)
-            v_lo, v_hi = kernel.voltage_step_interval(*voltages[i], u_lo, u_hi, dv[t])
+            may_wrap |= wraps.flatten(1).any(1)
+            v_lo, v_hi = kernel.voltage_step_interval(*voltages[i], u_lo, u_hi, dv[t], layer_bias(layer))
             s_lo, s_hi, after_lo, after_hi = kernel.fire_interval(v_lo, v_hi, layer.threshold)
             currents[i], voltages[i], signal = (u_lo, u_hi), (after_lo, after_hi), (s_lo, s_hi)
-            if i == len(weights) - 1:
+            if i == len(spec.layers) - 1:
                 readout_fires |= (s_hi > 0).any(1) | (v_lo <= -kernel.VOLTAGE_LIMIT).any(1) \
                     | (v_hi >= kernel.VOLTAGE_LIMIT).any(1)
-            elif i == len(weights) - 2:
-                last_spikes.append(signal)
+            elif i == len(spec.layers) - 2:
+                last_spikes.append((s_lo.flatten(1), s_hi.flatten(1)))
     readout_lo, readout_hi = voltages[-1]
-    # while the readout neither fires nor saturates it integrates (W_y - W_j) s[t] << 6 exactly
+    # while the readout neither fires nor saturates it integrates (W_y - W_j) s[t] << 6 (+ bias) exactly;
+    # the bias term is the same for every class difference up to (b_y - b_j) << 6 per step
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    w = weights[-1]
+    w = torch.from_numpy(spec.layers[-1].weight.astype(np.int64))
     diff = w[y_t].unsqueeze(1) - w.unsqueeze(0)                       # (B, K, N)
     margin = torch.zeros(n, w.shape[0], dtype=torch.int64)
     for s_lo, s_hi in last_spikes:
         margin += kernel.activation_current(
             (diff.clamp(min=0) @ s_lo.unsqueeze(-1) + diff.clamp(max=0) @ s_hi.unsqueeze(-1)).squeeze(-1))
+    if spec.layers[-1].bias is not None:
+        b = torch.from_numpy(spec.layers[-1].bias.astype(np.int64))
+        margin += spec.timesteps * ((b[y_t].unsqueeze(1) - b.unsqueeze(0)) << kernel.BIAS_SHIFT)
     fallback = readout_lo.gather(1, y_t[:, None]) - readout_hi     # sound whatever the readout does
     margin = torch.where(readout_fires[:, None], fallback, margin)
     margin = torch.where(may_wrap[:, None], torch.full_like(margin, UNVERIFIABLE), margin)

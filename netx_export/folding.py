@@ -8,8 +8,7 @@ to a synapse, so they fold away exactly:
     followed by flatten -> dense, each dense weight repeats over its 2x2 block, / 4;
   * input normalisation (x - m)/s folds into the first conv (the model pads in pixels,
     before normalising, so this is exact at the border too).
-Then every layer is scaled so its weights span the 8 bits; scaling weight, bias and
-threshold together leaves the spikes unchanged, which is what the threshold mantissa is for.
+``chip_layers`` then quantizes them (once) into the integers the file holds.
 """
 from __future__ import annotations
 
@@ -19,8 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx
+from loihi_stable.blocks import READOUT_NEURON
 from loihi_stable.errors import UserError
+from netx_export.netx_file import LayerSpec
 
 
 @dataclass
@@ -32,7 +34,7 @@ class FoldedLayer:
     neuron: object = None           # the DLIF/LIF module (None: the non-spiking readout)
     stride: int = 1
     padding: int = 1
-    scale: float = 1.0              # weights, bias and threshold are multiplied by this on the chip
+    scale: float = 1.0              # weights, bias and threshold are multiplied by this on the chip (chip_layers)
     extra: dict = field(default_factory=dict)
 
 
@@ -89,63 +91,87 @@ def fold_model(model) -> list[FoldedLayer]:
             weight = weight.view(-1, c, h, w).repeat_interleave(2, 2).repeat_interleave(2, 3).flatten(1) / 4
             pooled = False
         layers.append(FoldedLayer("dense", weight, bias, (weight.shape[0],), block.neuron if block else None))
-    for layer in layers:  # use all 8 bits; the threshold mantissa (17 bits) follows the scale
-        peak = float(torch.cat([layer.weight.abs().flatten(), layer.bias.abs()]).max())
-        limit = fx.MAX_VTH_MANT / (fx.WEIGHT_SCALE * layer.neuron.threshold) if layer.neuron is not None else 1024.0
-        layer.scale = min((254 / fx.WEIGHT_SCALE) / peak, limit) if peak > 0 else 1.0
     return layers
 
 
 @torch.no_grad()
-def run_folded(layers: list[FoldedLayer], x: torch.Tensor, timesteps: int, quantized: bool = False) -> torch.Tensor:
-    """Mean logits of the folded network in float (the check that folding changed nothing);
-    ``quantized``: with the 8-bit weights, integer biases and threshold mantissas Loihi gets."""
+def run_folded(layers: list[FoldedLayer], x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Mean logits of the folded network in plain float: the check that folding changed nothing.
+    (The quantized network is what ``chip_layers`` writes, run by the emulator.)"""
     h = x
     for layer in layers:
-        weight, bias = layer.weight * layer.scale, layer.bias * layer.scale
-        if quantized:
-            weight = torch.round(weight * fx.WEIGHT_SCALE / 2) * 2 / fx.WEIGHT_SCALE
-            bias = torch.round(bias * fx.WEIGHT_SCALE) / fx.WEIGHT_SCALE
         if layer.kind == "conv":
             if h.dim() == 4:
-                current = F.conv2d(h, weight, bias, stride=layer.stride, padding=layer.padding)
+                current = F.conv2d(h, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding)
                 current = current.unsqueeze(-1).expand(*current.shape, timesteps)
             else:
                 folded = h.permute(0, 4, 1, 2, 3).flatten(0, 1)
-                current = F.conv2d(folded, weight, bias, stride=layer.stride, padding=layer.padding)
+                current = F.conv2d(folded, layer.weight, layer.bias, stride=layer.stride, padding=layer.padding)
                 current = current.view(-1, timesteps, *current.shape[1:]).permute(0, 2, 3, 4, 1)
         else:
             if h.dim() == 5:
                 h = h.flatten(1, 3)
-            current = (h.transpose(1, 2) @ weight.T + bias).transpose(1, 2)
+            current = (h.transpose(1, 2) @ layer.weight.T + layer.bias).transpose(1, 2)
         if layer.neuron is None:
-            return current.mean(-1) / layer.scale
-        threshold = layer.neuron.threshold * layer.scale
-        if quantized:
-            threshold = int(threshold * fx.WEIGHT_SCALE) / fx.WEIGHT_SCALE
+            return current.mean(-1)
         decay = layer.neuron.effective_decay().detach()
         u = torch.zeros_like(current[..., 0])
         spikes = []
         for t in range(timesteps):
             v = decay[t] * u + current[..., t]
-            s = (v > threshold).float()
+            s = (v > layer.neuron.threshold).float()
             u = v * (1 - s)
             spikes.append(s)
         h = torch.stack(spikes, -1)
     raise AssertionError("the folded network has no readout")
 
 
-def layer_arrays(layer: FoldedLayer) -> dict:
-    """HDF5 datasets of one layer in stock NetX's keys (chip integers)."""
-    weight = torch.round(layer.weight * layer.scale * fx.WEIGHT_SCALE / 2) * 2
-    data = {"weight": weight.clamp(-256, 254).numpy().astype(np.int32),
-            "bias": torch.round(layer.bias * layer.scale * fx.WEIGHT_SCALE).numpy().astype(np.int32)}
-    if layer.kind == "conv":
-        data.update({"type": [b"conv"], "shape": np.array(layer.out_shape), "inChannels": weight.shape[1],
-                     "outChannels": weight.shape[0], "kernelSize": np.array(weight.shape[2:]),
-                     "stride": np.array([layer.stride] * 2), "padding": np.array([layer.padding] * 2),
-                     "dilation": np.array([1, 1]), "groups": 1})
-    else:
-        data.update({"type": [b"dense"], "shape": np.array(layer.out_shape), "inFeatures": weight.shape[1],
-                     "outFeatures": weight.shape[0]})
-    return data
+def _even_weights(weight: torch.Tensor) -> np.ndarray:
+    """Weights (already x64 and scaled) on Loihi's 8-bit grid: even integers in [-256, 254]."""
+    return (torch.round(weight / 2) * 2).clamp(-256, 254).numpy().astype(np.int64)
+
+
+def chip_layers(layers: list[FoldedLayer]) -> list[LayerSpec]:
+    """The folded float layers in chip integers; the only place a conv SNN is quantized.
+
+    Each layer is scaled so its weights span the 8 bits (scaling weight, bias and threshold
+    together leaves the spikes unchanged), limited so the threshold mantissa (17 bits) and the
+    bias mantissa (13 bits) fit. The first layer reads graded payloads round(64 x) on a grid 64
+    times finer; its bias would not fit there, so it rides on the constant bias channel as the
+    centre tap of an extra input channel (always inside the image for a 3x3, pad 1 kernel).
+    """
+    specs = []
+    for i, layer in enumerate(layers):
+        first = i == 0
+        payload = fx.INPUT_SCALE if first else 1
+        weight, bias = layer.weight.double(), layer.bias.double()
+        weight_peak = float(weight.abs().max()) if weight.numel() else 0.0
+        if first:
+            weight_peak = max(weight_peak, float(bias.abs().max()))
+        limits = [(254 / fx.WEIGHT_SCALE) / weight_peak if weight_peak > 0 else 1.0]
+        if layer.neuron is not None:
+            limits.append(kernel.MAX_VTH_MANT / (fx.WEIGHT_SCALE * payload * layer.neuron.threshold))
+        if not first and float(bias.abs().max()) > 0:
+            limits.append(kernel.MAX_BIAS_MANT / (fx.WEIGHT_SCALE * float(bias.abs().max())))
+        scale = min(limits)
+        layer.scale = scale
+        w_int = _even_weights(weight * scale * fx.WEIGHT_SCALE)
+        b_int = None
+        if first:
+            if layer.kind != "conv" or weight.shape[2:] != (3, 3) or layer.padding != 1 or layer.stride != 1:
+                raise UserError("the first layer of a conv SNN must be a 3x3 conv, stride 1, padding 1")
+            centre = torch.zeros(weight.shape[0], 1, 3, 3, dtype=torch.float64)
+            centre[:, 0, 1, 1] = bias * scale * fx.WEIGHT_SCALE
+            w_int = np.concatenate([w_int, _even_weights(centre)], 1)
+        else:
+            b_int = torch.round(bias * scale * fx.WEIGHT_SCALE).numpy().astype(np.int64)
+        if layer.neuron is None:
+            neuron, schedule = dict(READOUT_NEURON), None
+        else:
+            params = dict(layer.neuron.device_params)
+            schedule = params.pop("vDecaySchedule", None)
+            params["vThMant"] = fx.threshold_mantissa(layer.neuron.threshold * scale, payload)
+            neuron = params
+        specs.append(LayerSpec(w_int, neuron, schedule, b_int, layer.kind, layer.stride, layer.padding,
+                               tuple(int(v) for v in layer.out_shape)))
+    return specs

@@ -10,17 +10,12 @@ integrator of W s[t], read with a Lava Monitor at the end of each window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import h5py
 import numpy as np
-from loihi_stable.progress import progress_bar
 
-from loihi_stable import chip_kernel as kernel
 from loihi_stable.errors import UserError
-from loihi_stable.io import checkpoint_from_bytes
-
-from netx_export.export import EXTENSION_GROUP, FORMAT_VERSION
+from loihi_stable.progress import progress_bar
+from netx_export.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx  # noqa: F401  (re-exported)
 
 BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
 # how DLIF's per-step voltage decay reaches Lava: inside the DLIFReset process model
@@ -28,85 +23,6 @@ BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
 # (the only way on Loihi 2, whose neuron cores take one vDecay per compartment)
 DLIF_SCHEDULES = ("process", "host")
 FIRST_LAYER_LAG = 2  # step at which layer 0 integrates frame 0 (1-based Lava time)
-
-
-@dataclass
-class LayerSpec:
-    weight: np.ndarray           # (out, in) even ints in [-256, 254]
-    neuron: dict                 # CUBA device parameters
-    dv_schedule: np.ndarray | None
-
-    @property
-    def i_decay(self) -> int:
-        return int(self.neuron.get("iDecay", 4096))
-
-    @property
-    def threshold(self) -> int:
-        """Voltage (chip units) the neuron must exceed to spike."""
-        return kernel.threshold_units(int(self.neuron["vThMant"]))
-
-
-@dataclass
-class NetSpec:
-    path: Path
-    layers: list[LayerSpec]
-    timesteps: int
-    input_scale: int
-    input_message_bits: int
-    dataset: str
-    neuron: str
-    checkpoint: dict
-
-    @property
-    def in_features(self) -> int:
-        return self.layers[0].weight.shape[1]
-
-
-def read_netx(path: str | Path) -> NetSpec:
-    """Parse and validate an exported file; any defect is a one-line UserError."""
-    path = Path(path)
-    fix = "re-export it with 'loihi-stable export --to netx model.pt'"
-    if not path.is_file():
-        raise UserError(f"network file '{path}' not found: {fix}")
-    if not h5py.is_hdf5(path):
-        raise UserError(f"'{path}' is not an HDF5 file: {fix}")
-    try:
-        with h5py.File(path, "r") as handle:
-            if "layer" not in handle or EXTENSION_GROUP not in handle:
-                raise UserError(f"'{path}' is HDF5 but not a loihi-stable NetX export: {fix}")
-            meta = dict(handle[EXTENSION_GROUP].attrs)
-            if int(meta.get("format_version", -1)) != FORMAT_VERSION:
-                raise UserError(f"'{path}' has format version {meta.get('format_version')}, "
-                                f"expected {FORMAT_VERSION}: {fix}")
-            if str(meta.get("arch", "mlp")) != "mlp":
-                raise UserError(f"'{path}' holds a convolutional network ({meta['arch']}): run, check and the chip certificate "
-                                "support dense networks; load the file with lava.lib.dl.netx.hdf5.Network")
-            layers = []
-            for i in range(len(handle["layer"])):
-                group = handle["layer"][str(i)]
-                neuron = {k: group["neuron"][k][()] for k in group["neuron"] if k != "vDecaySchedule"}
-                schedule = group["neuron"].get("vDecaySchedule")
-                if "bias" in group:
-                    raise UserError(f"'{path}' layer {i} has a bias, which run, check and the chip certificate "
-                                    f"do not model: {fix}")
-                if not 1 <= int(neuron.get("iDecay", 4096)) <= kernel.DECAY_UNITY:
-                    raise UserError(f"'{path}' layer {i} has iDecay {neuron.get('iDecay')}, outside Lava's "
-                                    f"1..{kernel.DECAY_UNITY} (du = iDecay - 1 is 12-bit): {fix}")
-                layers.append(LayerSpec(np.asarray(group["weight"][()], dtype=np.int32), neuron,
-                                        None if schedule is None else np.asarray(schedule[()])))
-            checkpoint = checkpoint_from_bytes(handle[EXTENSION_GROUP]["checkpoint"][()].tobytes(), str(path))
-    except UserError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as err:
-        raise UserError(f"'{path}' is damaged or truncated ({type(err).__name__}): {fix}") from None
-    return NetSpec(path, layers, int(meta["timesteps"]), int(meta["input_scale"]),
-                   int(meta["input_message_bits"]),
-                   str(meta["dataset"]), str(meta["neuron"]), checkpoint)
-
-
-def input_payload(x: np.ndarray, input_scale: int) -> np.ndarray:
-    """Pixels in [0, 1] -> graded spike payloads (what the float model's quantize_input sees)."""
-    return np.round(np.clip(x, 0.0, 1.0) * input_scale).astype(np.int32)
 
 
 def run_config(backend: str):
@@ -146,30 +62,48 @@ def _local_step(time_step: int, offset: int, timesteps: int) -> int:
     return (time_step - offset) % timesteps
 
 
+def _xyz(shape) -> tuple:
+    """(C, H, W) -> Lava's (X, Y, Z) = (W, H, C)."""
+    return tuple(int(v) for v in shape[::-1])
+
+
 def _build_layers(spec: NetSpec, dlif_schedule: str = "process"):
-    from lava.lib.dl.netx.blocks.process import Dense
+    """Stock NetX blocks (Dense, Conv) with the neuron NetX would give them, made as NetX's
+    ``hdf5.Network`` makes them; only DLIF layers get the DLIFReset process (or host-set dv)."""
+    from lava.lib.dl.netx.blocks.process import Conv, Dense
     from lava.lib.dl.netx.utils import optimize_weight_bits
     from lava.proc.lif.process import LIFReset
 
     from netx_export.lava_processes.dlif import DLIFReset
 
-    blocks = []
+    blocks, shape = [], spec.input_shape
     for i, layer in enumerate(spec.layers):
-        weight, bits, exponent, sign_mode = optimize_weight_bits(layer.weight)
-        params = {"neuron_proc": LIFReset, "vth": int(layer.neuron["vThMant"]),
-                  "du": int(layer.neuron["iDecay"]) - 1, "dv": int(layer.neuron["vDecay"]),
+        params = {"neuron_proc": LIFReset, "bias_key": "bias_mant", "vth": int(layer.neuron["vThMant"]),
+                  "du": layer.i_decay - 1, "dv": int(layer.neuron["vDecay"]),
                   "bias_exp": 6, "num_message_bits": 0, "reset_interval": spec.timesteps,
                   "reset_offset": (FIRST_LAYER_LAG + i) % spec.timesteps}
         if layer.dv_schedule is not None and dlif_schedule == "process":
-            params.update(neuron_proc=DLIFReset, dv_schedule=layer.dv_schedule)
+            params.update(neuron_proc=DLIFReset, dv_schedule=layer.dv_schedule[:spec.timesteps])
         elif layer.dv_schedule is not None:  # host: start with the decay of Lava's time step 1
             params["dv"] = int(layer.dv_schedule[_local_step(1, params["reset_offset"], spec.timesteps)])
-        blocks.append(Dense(shape=(weight.shape[0],), neuron_params=params, weight=weight,
-                            num_weight_bits=bits, sign_mode=sign_mode,
-                            weight_exponent=exponent,
-                            input_message_bits=spec.input_message_bits if i == 0 else 0))
-        if i:
-            blocks[i - 1].out.connect(blocks[i].inp)
+        message_bits = spec.input_message_bits if i == 0 else 0
+        extra = {} if layer.bias is None else {"bias": layer.bias}
+        if layer.kind == "conv":  # NetX's create_conv: Lava convolves (flipped kernel), in XYZ order
+            weight = layer.weight[:, :, ::-1, ::-1].transpose((0, 3, 2, 1))
+            block = Conv(shape=_xyz(layer.out_shape), input_shape=_xyz(shape), neuron_params=params,
+                         weight=np.ascontiguousarray(weight), stride=np.array([layer.stride] * 2),
+                         padding=np.array([layer.padding] * 2), dilation=np.array([1, 1]), groups=1,
+                         input_message_bits=message_bits, **extra)
+        else:
+            weight, bits, exponent, sign_mode = optimize_weight_bits(layer.weight)
+            block = Dense(shape=(weight.shape[0],), neuron_params=params, weight=weight, num_weight_bits=bits,
+                          sign_mode=sign_mode, weight_exponent=exponent, input_message_bits=message_bits, **extra)
+        if i and spec.layers[i - 1].kind == "conv" and layer.kind == "dense":
+            blocks[-1].out.transpose([2, 1, 0]).flatten().connect(block.inp)
+        elif i:
+            blocks[-1].out.connect(block.inp)
+        blocks.append(block)
+        shape = layer.out_shape
     return blocks
 
 
@@ -209,14 +143,13 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
 
     dlif_schedule = resolve_dlif_schedule(backend, dlif_schedule)
     cfg = run_config(backend)
-    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-    if x.shape[1] != spec.in_features:
-        raise UserError(f"inputs have {x.shape[1]} features, the network expects {spec.in_features}")
-    n, steps = len(x), spec.timesteps
+    payload = encode_inputs(spec, x)
+    n, steps = len(payload), spec.timesteps
     depth = len(spec.layers)
     total = n * steps + depth + FIRST_LAYER_LAG
-    frames = np.zeros((spec.in_features, total), dtype=np.int32)
-    frames[:, : n * steps] = np.repeat(input_payload(x, spec.input_scale).T, steps, axis=1)
+    payload = payload.transpose(0, 3, 2, 1) if payload.ndim == 4 else payload  # Lava's (X, Y, Z)
+    frames = np.zeros((*payload.shape[1:], total), dtype=np.int32)
+    frames[..., : n * steps] = np.repeat(np.moveaxis(payload, 0, -1), steps, axis=-1)
 
     blocks = _build_layers(spec, dlif_schedule)
     host_set = [(block.neuron.dv, np.asarray(layer.dv_schedule), (FIRST_LAYER_LAG + i) % steps)
@@ -244,7 +177,8 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
                 dv.set(np.array([schedule[_local_step(done + 1, offset, steps)]]))
             bar.update(min(n, done // steps) - bar.n)
         readout = _monitored(readout_monitor, "v")
-        traces = [(_monitored(v, "v"), _monitored(s, "s_out")) for v, s in layer_monitors]
+        traces = [(_monitored(v, "v", layer.out_shape), _monitored(s, "s_out", layer.out_shape))
+                  for (v, s), layer in zip(layer_monitors, spec.layers)]
     finally:
         bar.close()
         source.stop()
@@ -257,7 +191,10 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
     return run
 
 
-def _monitored(monitor, var_name: str) -> np.ndarray:
-    """(steps, neurons) array a Monitor recorded."""
+def _monitored(monitor, var_name: str, shape: tuple = ()) -> np.ndarray:
+    """(steps, neurons) array a Monitor recorded, neurons in (C, H, W) order for conv layers."""
     (data,) = monitor.get_data().values()
-    return np.asarray(data[var_name]).reshape(len(data[var_name]), -1)
+    values = np.asarray(data[var_name])
+    if len(shape) == 3:  # Lava records (X, Y, Z) = (W, H, C)
+        return values.reshape(len(values), *_xyz(shape)).transpose(0, 3, 2, 1).reshape(len(values), -1)
+    return values.reshape(len(values), -1)

@@ -29,7 +29,8 @@ def test_chip_currents_equal_the_quantized_models(deployed, digits):
     model.set_recording(True)
     with torch.no_grad():
         model(x)
-    for chip, neuron in zip(chip_currents(spec, x.numpy(), run), model.spiking_neurons):
+    thresholds = [n.threshold for n in model.spiking_neurons]
+    for chip, neuron in zip(chip_currents(spec, x.numpy(), run, thresholds), model.spiking_neurons):
         np.testing.assert_array_equal(chip.float().numpy(), neuron.recording["current"].numpy())
     model.set_recording(False)
 

@@ -8,11 +8,11 @@ from netx_export.export import model_from_checkpoint, write_netx
 
 
 def test_input_payload_round_trip():
-    from netx_export.lava_runner import input_payload
+    from netx_export.netx_file import NetSpec, encode_inputs
 
     x = torch.rand(100, 64)
     x[0, :3] = torch.tensor([-0.2, 1.3, 0.5])
-    payload = input_payload(x.numpy(), fx.INPUT_SCALE)
+    payload = encode_inputs(NetSpec(None, [], 1, input_shape=(1, 1, x.shape[-1])), x.numpy())[:, 0, 0]
     assert payload.min() >= 0 and payload.max() <= 64
     assert torch.equal(torch.from_numpy(payload).float() / 64, fx.quantize_input(x))
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from loihi_stable.errors import UserError
+from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from loihi_stable.models import ModelConfig, build_model
 from netx_export.export import write_netx
 from netx_export.folding import fold_model, run_folded
@@ -52,7 +53,7 @@ def test_stock_netx_loads_a_folded_vgg(tmp_path):
     from lava.lib.dl.netx import hdf5
 
     model = randomized("vgg5", (3, 16, 16), [0.5] * 3, [0.25] * 3)
-    write_netx(model, {"train_config": {"dataset": "cifar10"}}, tmp_path / "v.net")
+    write_netx(model, checkpoint_of(model, "cifar10"), tmp_path / "v.net")
     net = hdf5.Network(net_config=str(tmp_path / "v.net"))
     assert len(net.layers) == 5  # conv, conv (pool folded), conv, dense, readout
     synapses = [layer.synapse.weight if hasattr(layer.synapse, "weight") else layer.synapse.weights
@@ -61,10 +62,22 @@ def test_stock_netx_loads_a_folded_vgg(tmp_path):
     assert all(np.abs(w).max() <= 254 for w in weights)
 
 
-def test_dense_only_commands_refuse_a_conv_export_in_one_line(tmp_path):
-    from netx_export.lava_runner import read_netx
+def checkpoint_of(model, dataset: str = "digits") -> dict:
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_config": model.config.to_dict(),
+            "state_dict": model.state_dict(), "train_config": {"dataset": dataset}}
+
+
+def test_a_conv_export_reads_back_as_chip_layers(tmp_path):
+    from netx_export.netx_file import encode_inputs, read_netx
 
     model = randomized("convnet-s", (1, 8, 8), [0.0], [1.0])
-    write_netx(model, {"train_config": {"dataset": "digits"}}, tmp_path / "c.net")
-    with pytest.raises(UserError, match=r"convolutional network \(convnet-s\).*lava.lib.dl.netx.hdf5.Network"):
-        read_netx(tmp_path / "c.net")
+    write_netx(model, checkpoint_of(model), tmp_path / "c.net")
+    spec = read_netx(tmp_path / "c.net")
+    assert [layer.kind for layer in spec.layers] == ["conv", "conv", "dense", "dense"]
+    assert spec.input_shape == (2, 8, 8) and spec.bias_channel and spec.in_features == 64
+    first = spec.layers[0]
+    assert first.bias is None and (first.weight[:, 1, [0, 0, 2, 2], [0, 2, 0, 2]] == 0).all()
+    assert all(layer.bias is not None for layer in spec.layers[1:])
+    assert all(np.abs(layer.weight).max() <= 256 and (layer.weight % 2 == 0).all() for layer in spec.layers)
+    payload = encode_inputs(spec, np.full((2, 64), 0.5, np.float32))
+    assert payload.shape == (2, 2, 8, 8) and (payload[:, 0] == 32).all() and (payload[:, 1] == 64).all()

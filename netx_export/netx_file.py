@@ -1,0 +1,250 @@
+"""The NetX HDF5 file: layer spec, input encoding, writing and reading. Nothing else knows the keys.
+
+Stock keys (what ``lava.lib.dl.netx.hdf5.Network`` reads):
+  layer/<i>/type      input | conv | flatten | dense
+  layer/<i>/shape     (C, H, W) or (N,)
+  conv:   weight (out, in, kh, kw), stride, padding, dilation (H, W), groups, inChannels, outChannels,
+          kernelSize; dense: weight (out, in), inFeatures, outFeatures; optional bias (bias_mant)
+  layer/<i>/neuron/   type=CUBA, iDecay, vDecay, vThMant, refDelay, gradedSpike
+Extension keys (stock NetX ignores them):
+  layer/<i>/neuron/vDecaySchedule   DLIF's dv per time step, int32 [T]
+  loihi_stable/ attrs: format_version, timesteps, input_scale, input_message_bits, input_shape,
+      bias_channel, dataset, neuron, arch; dataset ``checkpoint``: the source checkpoint.
+
+Input encoding: each pixel x in [0, 1] is a graded spike of payload round(64 x), held for the
+T steps of its sample; conv files append one channel of constant payload 64 (the first layer's
+bias, which would not fit Loihi's 13-bit bias mantissa on that layer's fine grid). The first
+layer sums W p unshifted: its threshold and state run on a grid 64 times finer, so stock NetX,
+which derives every weight exponent from the weights, computes what ``run`` does.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from loihi_stable import chip_kernel as kernel
+from loihi_stable.errors import UserError
+from loihi_stable.io import atomic_path, checkpoint_from_bytes
+
+FORMAT_VERSION = 3  # 2: no first-layer input exponent; 3: conv layers, bias channel
+EXTENSION_GROUP = "loihi_stable"
+INPUT_SCALE = 1 << 6           # payload of a pixel of value 1.0
+INPUT_MESSAGE_BITS = 8
+NEURON_KEYS = ("type", "iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike")
+
+
+@dataclass
+class LayerSpec:
+    """One Loihi layer in chip integers."""
+
+    weight: np.ndarray                  # dense (out, in); conv (out, in, kh, kw); even ints in [-256, 254]
+    neuron: dict                        # CUBA parameters (NEURON_KEYS)
+    dv_schedule: np.ndarray | None = None   # DLIF: vDecay per time step
+    bias: np.ndarray | None = None      # bias_mant per neuron (dense) or channel (conv)
+    kind: str = "dense"
+    stride: int = 1
+    padding: int = 0
+    out_shape: tuple = ()               # (C, H, W) for conv, (N,) for dense
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight, dtype=np.int64)
+        if self.bias is not None:
+            self.bias = np.asarray(self.bias, dtype=np.int64)
+        if self.dv_schedule is not None:
+            self.dv_schedule = np.asarray(self.dv_schedule, dtype=np.int64)
+        if not self.out_shape:
+            self.out_shape = (int(self.weight.shape[0]),)
+
+    @property
+    def i_decay(self) -> int:
+        return int(self.neuron.get("iDecay", kernel.DECAY_UNITY))
+
+    @property
+    def threshold(self) -> int:
+        """Voltage (chip units) the neuron must exceed to spike."""
+        return kernel.threshold_units(int(self.neuron["vThMant"]))
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.out_shape)) if self.out_shape else int(self.weight.shape[0])
+
+
+@dataclass
+class NetSpec:
+    path: Path | None
+    layers: list[LayerSpec]
+    timesteps: int
+    input_scale: int = INPUT_SCALE
+    input_message_bits: int = INPUT_MESSAGE_BITS
+    dataset: str = "digits"
+    neuron: str = "lif"
+    checkpoint: dict = field(default_factory=dict)
+    arch: str = "mlp"
+    input_shape: tuple = ()             # (C, H, W) of the chip's input, bias channel included; () for dense
+    bias_channel: bool = False
+
+    @property
+    def in_features(self) -> int:
+        """Features of a sample as the user gives it (without the bias channel)."""
+        if not self.input_shape:
+            return int(self.layers[0].weight.shape[1])
+        c, h, w = self.input_shape
+        return (c - int(self.bias_channel)) * h * w
+
+
+def encode_inputs(spec: NetSpec, x: np.ndarray) -> np.ndarray:
+    """Samples (N, ...) in [0, 1] -> graded payloads, int64: (N, C, H, W) for conv files, else (N, F)."""
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if x.shape[1] != spec.in_features:
+        raise UserError(f"inputs have {x.shape[1]} features, the network expects {spec.in_features}")
+    payload = np.round(np.clip(x, 0.0, 1.0) * spec.input_scale).astype(np.int64)
+    if not spec.input_shape:
+        return payload
+    c, h, w = spec.input_shape
+    payload = payload.reshape(len(x), c - int(spec.bias_channel), h, w)
+    if spec.bias_channel:
+        payload = np.concatenate([payload, np.full((len(x), 1, h, w), spec.input_scale, np.int64)], 1)
+    return payload
+
+
+# --- writing -----------------------------------------------------------------------------
+def _layer_datasets(layer: LayerSpec) -> dict:
+    data = {"weight": layer.weight.astype(np.int32)}
+    if layer.bias is not None:
+        data["bias"] = layer.bias.astype(np.int32)
+    if layer.kind == "conv":
+        data.update({"type": [b"conv"], "shape": np.array(layer.out_shape), "inChannels": layer.weight.shape[1],
+                     "outChannels": layer.weight.shape[0], "kernelSize": np.array(layer.weight.shape[2:]),
+                     "stride": np.array([layer.stride] * 2), "padding": np.array([layer.padding] * 2),
+                     "dilation": np.array([1, 1]), "groups": 1})
+    else:
+        data.update({"type": [b"dense"], "shape": np.array([layer.weight.shape[0]]),
+                     "inFeatures": layer.weight.shape[1], "outFeatures": layer.weight.shape[0]})
+    data.update({f"neuron/{k}": v for k, v in layer.neuron.items()})
+    if layer.dv_schedule is not None:
+        data["neuron/vDecaySchedule"] = np.asarray(layer.dv_schedule, dtype=np.int32)
+    return data
+
+
+def write_netx_file(spec: NetSpec, path: str | Path) -> None:
+    """Atomically write ``spec`` (and its checkpoint, for provenance) in stock NetX's layout."""
+    entries = []
+    if spec.input_shape:
+        entries.append({"type": [b"input"], "shape": np.array(spec.input_shape)})
+    for i, layer in enumerate(spec.layers):
+        if layer.kind == "dense" and i > 0 and spec.layers[i - 1].kind == "conv":
+            entries.append({"type": [b"flatten"]})
+        entries.append(_layer_datasets(layer))
+    buffer = io.BytesIO()
+    torch.save(spec.checkpoint, buffer)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            group = handle.create_group("layer")
+            for i, entry in enumerate(entries):
+                sub = group.create_group(str(i))
+                for key, value in entry.items():
+                    if key == "type":
+                        sub.create_dataset("type", (1,), "S10", value)
+                    else:
+                        sub.create_dataset(key, data=value)
+            meta = handle.create_group(EXTENSION_GROUP)
+            meta.attrs.update({"format_version": FORMAT_VERSION, "timesteps": spec.timesteps,
+                               "input_scale": spec.input_scale, "input_message_bits": spec.input_message_bits,
+                               "input_shape": np.array(spec.input_shape, dtype=np.int64),
+                               "bias_channel": spec.bias_channel, "neuron": spec.neuron, "arch": spec.arch,
+                               "dataset": spec.dataset})
+            meta.create_dataset("checkpoint", data=np.void(buffer.getvalue()))
+
+
+# --- reading -----------------------------------------------------------------------------
+def _scalar(group, key: str, where: str) -> int:
+    value = np.asarray(group[key][()]).reshape(-1)
+    if value.size == 0:
+        raise UserError(f"{where}: '{key}' is empty")
+    return int(value[0])
+
+
+def _read_layer(group, i: int, shape_in: tuple, where: str, timesteps: int) -> LayerSpec:
+    kind = group["type"][()][0].decode()
+    neuron = {k: group["neuron"][k][()] for k in group["neuron"] if k != "vDecaySchedule"}
+    missing = [k for k in ("vThMant", "vDecay") if k not in neuron]
+    if missing:
+        raise UserError(f"{where}: layer {i} has no neuron/{missing[0]}")
+    if not 1 <= int(neuron.get("iDecay", kernel.DECAY_UNITY)) <= kernel.DECAY_UNITY:
+        raise UserError(f"{where}: layer {i} has iDecay {neuron.get('iDecay')}, outside Lava's "
+                        f"1..{kernel.DECAY_UNITY} (du = iDecay - 1 is 12-bit)")
+    schedule = group["neuron"].get("vDecaySchedule")
+    schedule = None if schedule is None else np.asarray(schedule[()], dtype=np.int64)
+    if schedule is not None and len(schedule) < timesteps:
+        raise UserError(f"{where}: layer {i} has {len(schedule)} vDecaySchedule entries for {timesteps} time steps")
+    weight = np.asarray(group["weight"][()])
+    bias = np.asarray(group["bias"][()], dtype=np.int64).reshape(-1) if "bias" in group else None
+    if kind == "conv":
+        if weight.ndim != 4 or weight.shape[1] != shape_in[0]:
+            raise UserError(f"{where}: conv layer {i} has weights of shape {weight.shape} for "
+                            f"{shape_in[0]} input channels")
+        stride, padding = _scalar(group, "stride", where), _scalar(group, "padding", where)
+        out_shape = tuple(int(v) for v in group["shape"][()])
+        layer = LayerSpec(weight.astype(np.int64), neuron, schedule, bias, "conv", stride, padding, out_shape)
+    else:
+        features = int(np.prod(shape_in))
+        if weight.ndim != 2 or weight.shape[1] != features:
+            raise UserError(f"{where}: dense layer {i} has weights of shape {weight.shape} for {features} inputs")
+        layer = LayerSpec(weight.astype(np.int64), neuron, schedule, bias, "dense", out_shape=(weight.shape[0],))
+    if bias is not None and len(bias) != (layer.out_shape[0] if kind == "conv" else layer.weight.shape[0]):
+        raise UserError(f"{where}: layer {i} has {len(bias)} biases for {layer.weight.shape[0]} outputs")
+    if np.abs(layer.weight).max(initial=0) > 256:
+        raise UserError(f"{where}: layer {i} has weights outside Loihi's 8 bits")
+    return layer
+
+
+def read_netx(path: str | Path) -> NetSpec:
+    """Parse and validate an exported file; any defect is a one-line UserError."""
+    path = Path(path)
+    fix = "re-export it with 'loihi-stable export --to netx model.pt'"
+    if not path.is_file():
+        raise UserError(f"network file '{path}' not found: {fix}")
+    if not h5py.is_hdf5(path):
+        raise UserError(f"'{path}' is not an HDF5 file: {fix}")
+    try:
+        with h5py.File(path, "r") as handle:
+            if "layer" not in handle or EXTENSION_GROUP not in handle:
+                raise UserError(f"'{path}' is HDF5 but not a loihi-stable NetX export: {fix}")
+            meta = dict(handle[EXTENSION_GROUP].attrs)
+            if int(meta.get("format_version", -1)) != FORMAT_VERSION:
+                raise UserError(f"'{path}' has format version {meta.get('format_version')}, "
+                                f"expected {FORMAT_VERSION}: {fix}")
+            timesteps = int(meta["timesteps"])
+            if timesteps < 1:
+                raise UserError(f"'{path}' has {timesteps} time steps: {fix}")
+            input_shape = tuple(int(v) for v in np.asarray(meta.get("input_shape", ())).reshape(-1))
+            shape, layers = input_shape, []
+            for i in range(len(handle["layer"])):
+                group = handle["layer"][str(i)]
+                kind = group["type"][()][0].decode()
+                if kind in ("input", "flatten"):
+                    continue
+                if kind not in ("dense", "conv"):
+                    raise UserError(f"'{path}' layer {i} is a '{kind}' layer, which Loihi layers here do not include")
+                if not shape:
+                    shape = (int(np.asarray(group["weight"]).shape[1]),)
+                layer = _read_layer(group, i, shape, f"'{path}'", timesteps)
+                layers.append(layer)
+                shape = layer.out_shape
+            if not layers:
+                raise UserError(f"'{path}' has no layers: {fix}")
+            checkpoint = checkpoint_from_bytes(handle[EXTENSION_GROUP]["checkpoint"][()].tobytes(), str(path))
+            return NetSpec(path, layers, timesteps, int(meta["input_scale"]), int(meta["input_message_bits"]),
+                           str(meta["dataset"]), str(meta["neuron"]), checkpoint, str(meta.get("arch", "mlp")),
+                           input_shape, bool(meta.get("bias_channel", False)))
+    except UserError as err:
+        if fix in str(err) or "checkpoint" in str(err):
+            raise
+        raise UserError(f"{err}: {fix}") from None
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+        raise UserError(f"'{path}' is damaged or truncated ({type(err).__name__}): {fix}") from None
