@@ -16,6 +16,7 @@ from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx
 from loihi_stable.metrics import mppd, record
 from netx_export.backends import run_on
+from netx_export.chip_model import grid_model
 from netx_export.deploy import craft
 from netx_export.emulator import synaptic_sum
 from netx_export.lava_runner import ChipRun
@@ -38,7 +39,7 @@ def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun, thresholds: list[f
 
 def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
           backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True) -> dict:
-    adv = craft(model, attack, x, y, eps, "chip-aware")
+    adv = craft(grid_model(spec, model), attack, x, y, eps, "chip-aware")
     leak = model.config.leak
     with fx.unquantized():
         float_logits, float_layers = zip(*(record(model, inputs) for inputs in (x, adv)))

@@ -12,19 +12,21 @@ from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
 
 from netx_export.backends import run_on
+from netx_export.chip_model import grid_model
 from netx_export.export import model_from_checkpoint
 from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
 
 ATTACKS = ("none", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "gaussian")
-CRAFTING = ("chip-aware", "transfer")
+CRAFTING = ("chip-aware", "from-float")
 
 
 def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware",
           seed: int = 0) -> torch.Tensor:
-    """Adversarial inputs through the surrogate gradient.
+    """Adversarial inputs through the surrogate gradient of ``model``.
 
-    chip-aware: on the deployed (quantized, bit-exact) model, straight-through the quantizers;
-    transfer: on the same network in plain float (``fixed_point.unquantized``).
+    chip-aware: on the grid model (values bit-exact to the chip), straight-through the quantizers;
+    from-float: on the same weights in plain float (``fixed_point.unquantized``): a check of what
+    quantization does to an attack, not a transfer from another model.
     """
     if attack not in ATTACKS[1:]:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
@@ -32,7 +34,7 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
         raise UserError(f"unknown crafting '{crafting}': choose one of {', '.join(CRAFTING)}")
     atk = (PGD(model, eps=eps, alpha=max(eps / 4, 1 / 255), steps=10, seed=seed) if attack == "pgd"
            else make_attack(attack, model, eps)[1])
-    if crafting == "transfer":
+    if crafting == "from-float":
         with fx.unquantized():
             return atk(x, y)
     return atk(x, y)
@@ -41,39 +43,40 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
             limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None,
             data_root: str | None = None) -> dict:
-    """Accuracy of the float model and the chip, and how often they agree, per input set.
+    """Accuracy of the three versions of the network, and how often grid and chip agree, per input set.
 
-    Input sets: clean, the attack crafted chip-aware (named after the attack) and, for
-    gradient attacks, crafted on the plain-float twin and transferred ("<attack>-transfer").
-    accuracy_float is the trained model (quantization-aware, bit-exact to the chip);
-    accuracy_unquantized is the same network in plain float.
+    Versions: float (the trained weights in plain float), grid (the torch model on the chip's
+    integers: the QAT model, or the file's ChipModel for conv networks), chip (Lava or the
+    emulator). Input sets: clean, the attack crafted chip-aware on the grid model (named after
+    the attack) and, for gradient attacks, crafted on the float version ("<attack>-from-float").
     """
     if attack not in ATTACKS:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
     if not 0.0 <= eps <= 1.0:
         raise UserError(f"eps must be in [0, 1], got {eps}: write it on the /255 scale, e.g. 8/255")
     model = model_from_checkpoint(spec.checkpoint)
+    grid = grid_model(spec, model)
     test = checkpoint_test_split(spec.checkpoint, data_root, limit)
     sets = {"clean": test.x}
     if attack != "none":
-        sets[attack] = craft(model, attack, test.x, test.y, eps, "chip-aware")
+        sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware")
         if attack != "gaussian":
-            sets[f"{attack}-transfer"] = craft(model, attack, test.x, test.y, eps, "transfer")
+            sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float")
     start = time.perf_counter()
     inputs = torch.cat(list(sets.values()))
     chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions
     chip_seconds = time.perf_counter() - start
     with torch.no_grad():
-        floats = model(inputs).argmax(1).numpy()
+        grids = grid(inputs).argmax(1).numpy()
         with fx.unquantized():
-            plain = model(inputs).argmax(1).numpy()
+            floats = model(inputs).argmax(1).numpy()
     y = test.y.numpy()
     results, n = {}, len(test)
     for i, name in enumerate(sets):
         part = slice(i * n, (i + 1) * n)
-        f, c, p = floats[part], chip[part], plain[part]
-        results[name] = {"accuracy_float": float(np.mean(f == y)), "accuracy_chip": float(np.mean(c == y)),
-                         "accuracy_unquantized": float(np.mean(p == y)), "agreement": float(np.mean(f == c))}
+        f, g, c = floats[part], grids[part], chip[part]
+        results[name] = {"accuracy_float": float(np.mean(f == y)), "accuracy_grid": float(np.mean(g == y)),
+                         "accuracy_chip": float(np.mean(c == y)), "agreement": float(np.mean(g == c))}
     headline = results[attack if attack != "none" else "clean"]
     return {**headline, "n": n, "backend": backend, "attack": attack, "eps": eps,
             "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,

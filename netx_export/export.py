@@ -87,8 +87,9 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_s
     spec = write_netx(model, payload, out_path)
     if test is None:
         return report
-    if model.config.arch == "mlp":
+    if model.config.neuron == "dlif":
         report["stock_netx"] = stock_netx_agreement(out_path, test)
+    if model.config.arch == "mlp":
         return report
     from netx_export.emulator import emulate
     from netx_export.folding import fold_model, run_folded

@@ -14,9 +14,11 @@ def digits():
 
 
 def trained_checkpoint(digits, neuron: str, epochs: int = 3, hidden=(32, 16), perturb: str = "rfgsm",
-                       train_eps=None) -> dict:
+                       train_eps=None, arch: str = "mlp") -> dict:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(neuron=neuron, hidden=list(hidden)))
+    conv = {} if arch == "mlp" else {"arch": arch, "input_shape": [1, 8, 8], "mean": [0.0], "std": [1.0],
+                                     "timesteps": 4}
+    model = build_model(ModelConfig(neuron=neuron, hidden=list(hidden), **conv))
     config = TrainConfig(epochs=epochs, perturb=perturb, train_eps=train_eps)
     train(model, digits[0], config, progress=False)
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -43,3 +45,14 @@ def natural_checkpoint(digits):
 def ibp_checkpoint(digits):
     """Certifiably trained (S-IBP at 8/255), for tests that need verified samples."""
     return trained_checkpoint(digits, "dlif", epochs=6, perturb="ibp", train_eps=8 / 255)
+
+
+@pytest.fixture(scope="session")
+def conv_lif_checkpoint(digits):
+    """convnet-s on digits (conv 16, conv 32, pool, dense 64), T=4."""
+    return trained_checkpoint(digits, "lif", arch="convnet-s")
+
+
+@pytest.fixture(scope="session")
+def conv_dlif_checkpoint(digits):
+    return trained_checkpoint(digits, "dlif", arch="convnet-s")

@@ -126,10 +126,10 @@ def test_cli_train_export_run_end_to_end(tmp_path):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
-    for key in ("accuracy_float", "accuracy_chip", "agreement", "n", "backend", "attack", "eps"):
+    for key in ("accuracy_float", "accuracy_grid", "accuracy_chip", "agreement", "n", "backend", "attack", "eps"):
         assert key in data
     assert data["n"] == 16 and data["backend"] == "Loihi2SimCfg" and data["attack"] == "pgd"
-    assert set(data["results"]) == {"clean", "pgd", "pgd-transfer"}
+    assert set(data["results"]) == {"clean", "pgd", "pgd-from-float"}
     assert all(r["agreement"] == 1.0 for r in data["results"].values())
     assert 0.0 <= data["accuracy_chip"] <= 1.0
 
@@ -143,11 +143,20 @@ def run_with_stock_netx(path, x: np.ndarray, timesteps: int) -> np.ndarray:
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
 
+    import h5py
+
     net = netx.hdf5.Network(net_config=str(path), reset_interval=timesteps, reset_offset=1, input_message_bits=8)
     payload = np.round(np.clip(x, 0, 1) * 64).astype(np.int32)           # graded spikes round(64 x)
+    with h5py.File(path) as handle:
+        first = handle["layer/0"]
+        image = tuple(first["shape"][()]) if first["type"][()][0] == b"input" else None
+    if image is not None:  # conv: (C, H, W) pixels plus the constant bias channel, in Lava's (W, H, C)
+        c, h, w = image
+        payload = payload.reshape(len(x), c - 1, h, w)
+        payload = np.concatenate([payload, np.full((len(x), 1, h, w), 64, np.int32)], 1).transpose(0, 3, 2, 1)
     total = len(x) * timesteps + len(net) + 1
-    frames = np.zeros((x.shape[1], total), dtype=np.int32)
-    frames[:, :len(x) * timesteps] = np.repeat(payload.T, timesteps, axis=1)  # each sample held T steps
+    frames = np.zeros((*payload.shape[1:], total), dtype=np.int32)
+    frames[..., :len(x) * timesteps] = np.repeat(np.moveaxis(payload, 0, -1), timesteps, axis=-1)  # T steps each
     source = RingBuffer(data=frames)
     source.s_out.connect(net.inp)
     monitor = Monitor()
