@@ -38,7 +38,7 @@ class PerStepReference(torch.nn.Module):
         if not torch.is_tensor(mem):
             mem = torch.zeros_like(current)
         v = decay[t] * mem + current
-        if fx.quantization_enabled() and neuron.chip_arithmetic:
+        if neuron.arithmetic == "chip":
             dv = fx.decay_to_dv(decay.detach())
             v = fx.ste(fx.chip_voltage_step(mem.detach(), dv[t], current.detach(), neuron.payload_scale), v)
         s = triangle_spike(v, neuron.threshold, neuron.surrogate_width)

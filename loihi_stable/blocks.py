@@ -49,8 +49,12 @@ class Readout(torch.nn.Module):
 
     def __init__(self, in_neurons: int, out_neurons: int, weight_scale: float = 1.0):
         super().__init__()
+        self.arithmetic = "chip"
         self.synapse = synapse.Dense(in_neurons, out_neurons, weight_scale=weight_scale,
-                                     pre_hook_fx=fx.quantize_weight)
+                                     pre_hook_fx=self.quantize_8bit)
+
+    def quantize_8bit(self, weight, descale=False):
+        return fx.quantize_weight(weight, descale, enabled=self.arithmetic != "float")
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         return self.synapse(spikes)

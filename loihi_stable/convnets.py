@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .blocks import make_neuron
-from .models import SpikingClassifier
+from .classifier import SpikingClassifier
 
 VGG_LAYOUTS = {
     "vgg5": ([64, "A", 128, 128, "A"], [1024]),
@@ -36,7 +36,7 @@ def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
 def conv_neuron(config):
     """A LIF/DLIF for conv networks: plain float updates (they are quantized only at export)."""
     neuron = make_neuron(config.neuron, config.timesteps, config.leak, config.threshold)
-    neuron.chip_arithmetic = False
+    neuron.arithmetic = "grid"
     return neuron
 
 

@@ -7,8 +7,6 @@ in the first layer, fed graded pixels. The neuron step itself lives in ``chip_ke
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from . import chip_kernel as kernel
@@ -24,35 +22,28 @@ INPUT_SCALE = 1 << 6         # analog pixels travel as graded spikes of round(64
 INPUT_MESSAGE_BITS = 8       # ... of 8 bits; the first layer computes W p unshifted, so its state
 #                              runs on a grid 64 times finer (state scale 4096*64, vThMant 4096*th)
 
-_quantized = True
+# How a model computes; every neuron, synapse and encoder holds one of these (no global switch):
+#   chip:  the chip's grids (8-bit weights, 1/64 inputs, 12-bit decays) and its integer voltage
+#          update (``chip_kernel``): values bit-exact to Loihi (dense networks train this way);
+#   grid:  the grids, with a float voltage update (conv networks, quantized whole at export);
+#   float: plain float32, no grids: the float twin reports and checks compare against.
+ARITHMETIC = ("chip", "grid", "float")
 
 
-@contextlib.contextmanager
-def unquantized():
-    """Run the same network in plain float32: no grids, no integer voltage update.
-
-    This is the float reference the robustness checker compares the chip against.
-    """
-    global _quantized
-    previous, _quantized = _quantized, False
-    try:
-        yield
-    finally:
-        _quantized = previous
+def check_arithmetic(mode: str) -> str:
+    if mode not in ARITHMETIC:
+        raise ValueError(f"unknown arithmetic '{mode}': choose one of {', '.join(ARITHMETIC)}")
+    return mode
 
 
-def quantization_enabled() -> bool:
-    return _quantized
-
-
-def quantize_weight(weight: torch.Tensor, descale: bool = False) -> torch.Tensor:
+def quantize_weight(weight: torch.Tensor, descale: bool = False, enabled: bool = True) -> torch.Tensor:
     """slayer's 8-bit weight quantizer (``Neuron.quantize_8bit`` at w_scale 64) as a function.
 
     Weights on a 1/32 grid in [-4, 3.97]; descaled: even integers in [-256, 254].
     """
     from lava.lib.dl.slayer.utils import quantize
 
-    if not _quantized and not descale:
+    if not enabled and not descale:
         return weight
     q = quantize(weight, step=2 / WEIGHT_SCALE).clamp(-256 / WEIGHT_SCALE, 254 / WEIGHT_SCALE)
     return q * WEIGHT_SCALE if descale else q
@@ -63,10 +54,10 @@ def ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
     return smooth + (exact - smooth).detach()
 
 
-def quantize_input(x: torch.Tensor) -> torch.Tensor:
+def quantize_input(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     """Pixels in [0, 1] on the 1/64 grid the chip's graded input spikes carry."""
     x = x.clamp(0.0, 1.0)
-    if not _quantized:
+    if not enabled:
         return x
     return ste(torch.round(x * INPUT_SCALE) / INPUT_SCALE, x)
 
@@ -82,10 +73,10 @@ def decay_to_dv(decay: torch.Tensor) -> torch.Tensor:
     return dv.clamp(0, MAX_DV)
 
 
-def quantize_decay(decay: torch.Tensor) -> torch.Tensor:
+def quantize_decay(decay: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     """Leak on the chip's 12-bit grid, clamped to [1/4096, 1]: no growth, representable."""
     decay = decay.clamp(1.0 / DECAY_UNITY, 1.0)
-    if not _quantized:
+    if not enabled:
         return decay
     return ste(1.0 - decay_to_dv(decay) / DECAY_UNITY, decay)
 

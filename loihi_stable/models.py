@@ -1,56 +1,12 @@
-"""Spiking classifiers with direct encoding: the image is repeated T times."""
+"""The dense SNN and the factory of every architecture (conv ones live in ``convnets``)."""
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass, field
 
 import torch
 
 from . import fixed_point as fx
 from .blocks import Readout, SpikingDense, make_neuron
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model; stored in every checkpoint."""
-
-    in_features: int = 64
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    classes: int = 10
-    neuron: str = "dlif"
-    timesteps: int = 8
-    leak: float = 0.99
-    threshold: float = 1.0
-    weight_scale: float = 2.0
-    arch: str = "mlp"                       # mlp, convnet, convnet-s, vgg5, vgg11, wrn16-4
-    input_shape: list[int] | None = None    # (C, H, W) for conv architectures
-    mean: list[float] | None = None         # normalisation inside conv models
-    std: list[float] | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        return cls(**data)
-
-
-class SpikingClassifier(torch.nn.Module):
-    """What attacks, metrics and training use of every architecture: ``forward_time`` and the neurons."""
-
-    spiking_neurons: list
-
-    def forward_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step logits (B, K, T) and the last spiking layer's input current (B, ..., T)."""
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits averaged over time: f(x) in the paper, what attacks differentiate."""
-        return self.forward_time(x)[0].mean(-1)
-
-    def set_recording(self, enabled: bool) -> None:
-        for neuron in self.spiking_neurons:
-            neuron.record = enabled
-            neuron.recording = {}
+from .classifier import ModelConfig, SpikingClassifier
+from .convnets import ARCHS, SpikingVGG, SpikingWRN
 
 
 class SpikingMLP(SpikingClassifier):
@@ -72,7 +28,7 @@ class SpikingMLP(SpikingClassifier):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, features) in [0, 1] -> (B, features, T) on the chip's input grid."""
-        x = fx.quantize_input(x.flatten(1))
+        x = fx.quantize_input(x.flatten(1), enabled=self.blocks[0].neuron.arithmetic != "float")
         return x.unsqueeze(-1).expand(*x.shape, self.config.timesteps)
 
     def forward_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,9 +40,7 @@ class SpikingMLP(SpikingClassifier):
         return self.readout(h), current
 
 
-def build_model(config: ModelConfig) -> torch.nn.Module:
-    from .convnets import ARCHS, SpikingVGG, SpikingWRN
-
+def build_model(config: ModelConfig) -> SpikingClassifier:
     if config.arch == "mlp":
         return SpikingMLP(config)
     if config.arch not in ARCHS:

@@ -103,7 +103,7 @@ class DLIF(SlayerNeuron):
     neuron_type = "dlif"
 
     def __init__(self, threshold: float = 1.0, leak: float = 0.99, timesteps: int = 8,
-                 surrogate_width: float = 1.0, learn_leak_scale: bool = True, chip_arithmetic: bool = True):
+                 surrogate_width: float = 1.0, learn_leak_scale: bool = True, arithmetic: str = "chip"):
         super().__init__(threshold=threshold, p_scale=fx.DECAY_UNITY, w_scale=fx.WEIGHT_SCALE,
                          s_scale=fx.STATE_SCALE, persistent_state=False,
                          requires_grad=learn_leak_scale)
@@ -112,9 +112,9 @@ class DLIF(SlayerNeuron):
         self.leak = float(leak)
         self.timesteps = int(timesteps)
         self.surrogate_width = float(surrogate_width)
-        # Loihi's integer voltage update (for networks that ship bit-exact); conv networks,
-        # quantized only at export, use the plain float update
-        self.chip_arithmetic = bool(chip_arithmetic)
+        # fixed_point.ARITHMETIC: "chip" for networks that ship bit-exact (dense), "grid" for conv
+        # networks (quantized whole at export), "float" for the float twin
+        self.arithmetic = fx.check_arithmetic(arithmetic)
         # graded payload per 1.0 of input (64 in a layer fed pixels): sets the layer's state grid
         self.payload_scale = 1
         scale = torch.ones(self.timesteps)
@@ -126,13 +126,13 @@ class DLIF(SlayerNeuron):
         self.recording: dict[str, torch.Tensor] = {}
 
     def quantize_8bit(self, weight, descale=False):
-        """slayer's 8-bit weight quantizer (off inside ``fixed_point.unquantized()``)."""
-        return fx.quantize_weight(weight, descale)
+        """slayer's 8-bit weight quantizer (off in float arithmetic)."""
+        return fx.quantize_weight(weight, descale, enabled=self.arithmetic != "float")
 
     # --- parameters as the chip sees them -------------------------------------------
     def effective_decay(self) -> torch.Tensor:
         """lambda*a[t] on the 12-bit grid, clamped to [1/4096, 1] (trained as shipped)."""
-        return fx.quantize_decay(self.leak * self.leak_scale)
+        return fx.quantize_decay(self.leak * self.leak_scale, enabled=self.arithmetic != "float")
 
     def dv_schedule(self) -> torch.Tensor:
         """Integer voltage decay per time step, as exported (dv[0] acts on u[-1] = 0)."""
@@ -169,8 +169,7 @@ class DLIF(SlayerNeuron):
         if self.shape is None:
             self.shape = current.shape[1:-1]
         decay = self.effective_decay()[:steps].to(current.dtype)
-        exact = fx.quantization_enabled() and self.chip_arithmetic
-        dv = fx.decay_to_dv(decay.detach()) if exact else None
+        dv = fx.decay_to_dv(decay.detach()) if self.arithmetic == "chip" else None
         out, voltage = FusedDynamics.apply(current, decay, self.threshold, self.surrogate_width, dv,
                                            self.payload_scale)
         if self.record:
@@ -180,7 +179,7 @@ class DLIF(SlayerNeuron):
     def reference_forward(self, current: torch.Tensor) -> torch.Tensor:
         """The same dynamics as a step-by-step autograd loop (the check for FusedDynamics)."""
         decay = self.effective_decay()
-        exact = fx.quantization_enabled() and self.chip_arithmetic
+        exact = self.arithmetic == "chip"
         dv = fx.decay_to_dv(decay.detach())
         u = torch.zeros_like(current[..., 0])
         spikes = []
@@ -200,9 +199,9 @@ class LIF(DLIF):
     neuron_type = "lif"
 
     def __init__(self, threshold: float = 1.0, leak: float = 0.99, timesteps: int = 8,
-                 surrogate_width: float = 1.0, chip_arithmetic: bool = True):
+                 surrogate_width: float = 1.0, arithmetic: str = "chip"):
         super().__init__(threshold, leak, timesteps, surrogate_width, learn_leak_scale=False,
-                         chip_arithmetic=chip_arithmetic)
+                         arithmetic=arithmetic)
 
 
 NEURONS = {"lif": LIF, "dlif": DLIF}

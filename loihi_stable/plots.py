@@ -6,7 +6,7 @@ from pathlib import Path
 from .io import atomic_path
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,14 +15,14 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     attacks = [name for name in result["layers"]]
     fig, (ax_acc, ax_mppd) = plt.subplots(1, 2, figsize=(12, 4))
     names = ["clean", *attacks]
@@ -44,11 +44,11 @@ def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
     ax_mppd.set_title("membrane potential perturbation per layer")
     ax_mppd.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     eps = [r["eps_255"] for r in rows]
     fig, (ax_acc, ax_mppd) = plt.subplots(1, 2, figsize=(10, 4))
     ax_acc.plot(eps, [100 * r["accuracy"] for r in rows], "o-")
@@ -61,12 +61,12 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax_mppd.set_ylabel("MS-MPPD")
     ax_mppd.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training(history: list[dict], path: str | Path, title: str = "") -> None:
     """Loss parts, clean/PGD validation accuracy, MS-MPPD and the DLIF a[t] over epochs."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for key in ("loss", "ce_clean", "ce_pert", "ce_ibp"):
@@ -91,4 +91,4 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Non
             ax.legend(fontsize=7)
     axes[0].set_xlabel("epoch")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)

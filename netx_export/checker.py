@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from loihi_stable import fixed_point as fx
 from loihi_stable.metrics import mppd, record
 from netx_export.backends import run_on
 from netx_export.chip_model import grid_model
@@ -41,7 +40,7 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
           backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True) -> dict:
     adv = craft(grid_model(spec, model), attack, x, y, eps, "chip-aware")
     leak = model.config.leak
-    with fx.unquantized():
+    with model.arithmetic("float"):
         float_logits, float_layers = zip(*(record(model, inputs) for inputs in (x, adv)))
     both = torch.cat([x, adv]).numpy()
     run = run_on(spec, both, backend, progress=progress, probe_layers=True)
@@ -86,9 +85,9 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
 
 def plot_check(result: dict, path, neurons: int = 3, title: str = "") -> None:
     """Figure-1-style eps[t] traces (float solid, chip dashed) and per-layer MS-MPPD bars."""
-    from loihi_stable.plots import _pyplot, _save
+    from loihi_stable.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     last = max(result["_traces"])
     trace = result["_traces"][last]
     strongest = np.argsort(-np.abs(trace["float"]).sum(-1))[:neurons]
@@ -112,4 +111,4 @@ def plot_check(result: dict, path, neurons: int = 3, title: str = "") -> None:
     ax_b.set_title("float vs chip (red: amplified)")
     ax_b.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)

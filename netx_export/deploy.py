@@ -6,7 +6,6 @@ import time
 import numpy as np
 import torch
 
-from loihi_stable import fixed_point as fx
 from loihi_stable.attacks import PGD, make_attack
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
@@ -25,7 +24,7 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
     """Adversarial inputs through the surrogate gradient of ``model``.
 
     chip-aware: on the grid model (values bit-exact to the chip), straight-through the quantizers;
-    from-float: on the same weights in plain float (``fixed_point.unquantized``): a check of what
+    from-float: on the same weights in float arithmetic: a check of what
     quantization does to an attack, not a transfer from another model.
     """
     if attack not in ATTACKS[1:]:
@@ -35,7 +34,7 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
     atk = (PGD(model, eps=eps, alpha=max(eps / 4, 1 / 255), steps=10, seed=seed) if attack == "pgd"
            else make_attack(attack, model, eps)[1])
     if crafting == "from-float":
-        with fx.unquantized():
+        with model.arithmetic("float"):
             return atk(x, y)
     return atk(x, y)
 
@@ -68,7 +67,7 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     chip_seconds = time.perf_counter() - start
     with torch.no_grad():
         grids = grid(inputs).argmax(1).numpy()
-        with fx.unquantized():
+        with model.arithmetic("float"):
             floats = model(inputs).argmax(1).numpy()
     y = test.y.numpy()
     results, n = {}, len(test)

@@ -15,8 +15,8 @@ from netx_export.export import model_from_checkpoint, write_netx
 from netx_export.lava_runner import read_netx
 
 EPS = 8 / 255
-MODES = {"quantized": lambda: torch.no_grad(), "unquantized": fx.unquantized}
-TOL = {"quantized": 0.0, "unquantized": 1e-4}  # float32 rounding of the plain-float twin
+MODES = {"chip": "chip", "float": "float"}  # the model's arithmetic (fixed_point.ARITHMETIC)
+TOL = {"chip": 0.0, "float": 1e-4}  # float32 rounding of the plain-float twin
 
 
 def ball_points(x, eps, n, seed=0):
@@ -68,7 +68,7 @@ def test_ibp_bounds_contain_random_points(digits, neuron, mode, request):
     model = model_from_checkpoint(request.getfixturevalue(f"{neuron}_checkpoint")).eval()
     x, y = digits[1].x[:64], digits[1].y[:64]
     tol = TOL[mode]
-    with MODES[mode](), torch.no_grad():
+    with model.arithmetic(MODES[mode]), torch.no_grad():
         bounds = ibp_bounds(model, x, EPS)
         crown = crown_margin_lower_bound(model, x, y, EPS, bounds)
         undecided = sum(((b.hi - b.lo) > 0).sum().item() for b in bounds.spikes)
@@ -88,7 +88,7 @@ def test_ibp_bounds_contain_random_points(digits, neuron, mode, request):
 def test_bounds_are_exact_at_eps_zero(digits, dlif_checkpoint, mode):
     model = model_from_checkpoint(dlif_checkpoint).eval()
     x, y = digits[1].x[:64], digits[1].y[:64]
-    with MODES[mode](), torch.no_grad():
+    with model.arithmetic(MODES[mode]), torch.no_grad():
         bounds = ibp_bounds(model, x, 0.0)
         logits, rec = recorded(model, x)
         for layer, states in enumerate(rec):

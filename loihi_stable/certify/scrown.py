@@ -70,7 +70,7 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
                              ibp: SpikingBounds) -> torch.Tensor:
     """Lower bounds (B, K) of logit[y] - logit[j] over the eps-ball (-inf where CROWN cannot say)."""
     dtype = torch.float64
-    exact = fx.quantization_enabled()
+    exact = model.blocks[0].neuron.arithmetic == "chip"
     steps, layers = model.config.timesteps, len(model.blocks)
     weights = [synapse_weight(b.synapse).to(dtype) for b in model.blocks]
     decays = [b.neuron.effective_decay().detach().to(dtype) for b in model.blocks]

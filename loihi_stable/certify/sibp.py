@@ -7,7 +7,7 @@ comes from the lower bounds of the state and the current, spikes from the Heavis
 of each end, and the hard reset u = v * 1[v <= threshold] gives
   spikes surely:  u = 0;   surely not: u = v;   undecided: u in [min(v_lo, 0), threshold].
 In the model's quantized mode the bounds use the chip's exact arithmetic, so they
-hold for the network Loihi runs; with ``fixed_point.unquantized()`` for the float twin.
+hold for the network Loihi runs; in float arithmetic (``model.arithmetic("float")``) for the float twin.
 Bounds stay differentiable (surrogate spikes, straight-through grids) for IBP training.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def neuron_bounds(neuron: DLIF, current: Box) -> tuple[Box, Box]:
     """Voltage and spike bounds of a LIF/DLIF layer driven by any current inside ``current``."""
     decay = neuron.effective_decay()
     dv = fx.decay_to_dv(decay.detach())
-    exact = fx.quantization_enabled()
+    exact = neuron.arithmetic == "chip"
     th, width = neuron.threshold, neuron.surrogate_width
     u_lo = u_hi = torch.zeros_like(current.lo[..., 0])
     v_out, s_out = [], []
