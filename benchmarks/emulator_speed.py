@@ -1,8 +1,9 @@
 """Samples/s of the fixed-point emulator vs Lava's Loihi2SimCfg on the same exported network.
 
-    python benchmarks/emulator_speed.py [model.net] [--lava-samples 64]
+    python benchmarks/emulator_speed.py [model.net ...] [--lava-samples 64]
 
-Without a file it trains and exports the default digits DLIF model (5 epochs) first. The
+Without files it trains and exports two digits DLIF networks first: the default MLP (5
+epochs) and a convnet-s (3 epochs). The
 emulator is timed with 1 and 2 torch threads (it pins itself to one; the 2-thread row is what
 it did before), on an idle machine and with a competing busy process per core; Lava's rate
 is split into start-up (compile, spawn) and steady state. Readouts are checked identical.
@@ -29,18 +30,20 @@ from loihi_stable.report import table
 from loihi_stable.training import TrainConfig, train
 from netx_export import emulator
 from netx_export.export import write_netx
-from netx_export.lava_runner import read_netx, run_network
+from netx_export.lava_runner import run_network
+from netx_export.netx_file import read_netx
 
 
-def default_network(folder: Path) -> Path:
+def default_network(folder: Path, arch: str) -> Path:
     train_set, _ = load_dataset("digits")
     torch.manual_seed(0)
-    model = build_model(ModelConfig())
-    train(model, train_set, TrainConfig(epochs=5), progress=False)
+    conv = {} if arch == "mlp" else {"arch": arch, "input_shape": [1, 8, 8], "mean": [0.0], "std": [1.0]}
+    model = build_model(ModelConfig(**conv))
+    train(model, train_set, TrainConfig(epochs=5 if arch == "mlp" else 3), progress=False)
     checkpoint = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                   "model_config": model.config.to_dict(), "state_dict": model.state_dict()}
-    write_netx(model, checkpoint, folder / "model.net")
-    return folder / "model.net"
+    write_netx(model, checkpoint, folder / f"{arch}.net")
+    return folder / f"{arch}.net"
 
 
 def _spin(stop) -> None:
@@ -100,35 +103,41 @@ def lava_rates(spec, x, n: int) -> tuple[float, float, np.ndarray]:
     return max(t_small - small / steady, 0.0), steady, run.readout
 
 
+def measure(spec, lava_samples: int) -> None:
+    _, test = load_dataset(spec.dataset)
+    x = test.x.reshape(len(test), -1).numpy()
+    batch = np.tile(x, (-(-4096 // len(x)), 1))[:4096]  # one emulator batch, long enough to time
+    rows = []
+    cores = os.cpu_count() or 2
+    for machine, load in (("idle", 0), (f"busy ({cores} spinning processes)", cores)):
+        with busy_machine(load):
+            pinned = emulator_rate(spec, batch)
+            for threads in (1, 2):
+                with unpinned(threads):
+                    median, worst = emulator_rate(spec, batch)
+                rows.append([f"emulator, {threads} thread(s)", machine, f"{median:.0f}", f"{worst:.0f}"])
+            rows.append(["emulator as shipped (pinned)", machine, f"{pinned[0]:.0f}", f"{pinned[1]:.0f}"])
+    n = min(lava_samples, len(x))
+    startup, steady, lava_readout = lava_rates(spec, x, n)
+    same = np.array_equal(emulator.emulate(spec, x[:n]).readout, lava_readout)
+    shipped_idle = float(rows[2][2])
+    rows.append(["Loihi2SimCfg (steady state)", "idle", f"{steady:.1f}", ""])
+    kinds = "-".join(layer.kind for layer in spec.layers)
+    print(f"\n{spec.neuron.upper()} {spec.arch} ({kinds}), T={spec.timesteps}, emulator on {len(batch)} samples, "
+          f"Lava on {n}; readouts identical to Lava: {same}")
+    print(table(["backend", "machine", "samples/s (median)", "samples/s (worst)"], rows))
+    print(f"Lava start-up: {startup:.2f} s; emulator (pinned, idle) / Lava steady state: {shipped_idle / steady:.0f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("network", nargs="?")
+    parser.add_argument("networks", nargs="*")
     parser.add_argument("--lava-samples", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        spec = read_netx(args.network or default_network(Path(folder)))
-        _, test = load_dataset(spec.dataset)
-        x = test.x.reshape(len(test), -1).numpy()
-        batch = np.tile(x, (-(-4096 // len(x)), 1))[:4096]  # one emulator batch, long enough to time
-        rows = []
-        cores = os.cpu_count() or 2
-        for machine, load in (("idle", 0), (f"busy ({cores} spinning processes)", cores)):
-            with busy_machine(load):
-                pinned = emulator_rate(spec, batch)
-                for threads in (1, 2):
-                    with unpinned(threads):
-                        median, worst = emulator_rate(spec, batch)
-                    rows.append([f"emulator, {threads} thread(s)", machine, f"{median:.0f}", f"{worst:.0f}"])
-                rows.append(["emulator as shipped (pinned)", machine, f"{pinned[0]:.0f}", f"{pinned[1]:.0f}"])
-        n = min(args.lava_samples, len(x))
-        startup, steady, lava_readout = lava_rates(spec, x, n)
-        same = np.array_equal(emulator.emulate(spec, x[:n]).readout, lava_readout)
-    shipped_idle = float(rows[2][2])
-    rows.append(["Loihi2SimCfg (steady state)", "idle", f"{steady:.1f}", ""])
-    print(f"{spec.neuron.upper()} dense network, T={spec.timesteps}, layers={len(spec.layers)}, "
-          f"emulator on {len(batch)} samples, Lava on {n}; readouts identical to Lava: {same}")
-    print(table(["backend", "machine", "samples/s (median)", "samples/s (worst)"], rows))
-    print(f"Lava start-up: {startup:.2f} s; emulator / Lava steady state: {shipped_idle / steady:.0f}x")
+        paths = args.networks or [default_network(Path(folder), arch) for arch in ("mlp", "convnet-s")]
+        for path in paths:
+            measure(read_netx(path), args.lava_samples)
 
 
 if __name__ == "__main__":

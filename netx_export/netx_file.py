@@ -29,12 +29,11 @@ import torch
 
 from loihi_stable import chip_kernel as kernel
 from loihi_stable.errors import UserError
+from loihi_stable.fixed_point import INPUT_MESSAGE_BITS, INPUT_SCALE
 from loihi_stable.io import atomic_path, checkpoint_from_bytes
 
 FORMAT_VERSION = 3  # 2: no first-layer input exponent; 3: conv layers, bias channel
 EXTENSION_GROUP = "loihi_stable"
-INPUT_SCALE = 1 << 6           # payload of a pixel of value 1.0
-INPUT_MESSAGE_BITS = 8
 NEURON_KEYS = ("type", "iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike")
 
 
