@@ -189,6 +189,23 @@ def leak_scales(model) -> list[list[float]]:
     return [[round(float(a), 5) for a in n.leak_scale.detach().cpu()] for n in model.spiking_neurons]
 
 
+def rng_state() -> dict:
+    """Every global RNG a training step draws from (RFGSM's start, Gaussian noise, RAT's rows), so that
+    ``--resume`` continues the same random stream; tensors and ints only (``weights_only`` loads them)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: dict | None) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"])[: torch.cuda.device_count()])
+
+
 def _distributed() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -260,6 +277,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = state["history"], state["best_accuracy"], state["epoch"]
+        restore_rng_state(state.get("rng"))
     if files is not None and val_set is None:
         val_set = train_set  # something to pick the best checkpoint by
     val_set = val_set.head(config.val_size) if val_set is not None else None
@@ -312,7 +330,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
                 save_checkpoint(files.best, {**payload, "metrics": {"best_val_clean": best, "best_epoch": epoch + 1}})
             save_checkpoint(files.last, {**payload, "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                         "epoch": epoch + 1, "best_accuracy": best})
+                                         "epoch": epoch + 1, "best_accuracy": best, "rng": rng_state()})
             files.write_metrics(history, f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
                                          f"rho={config.rho}{', RAT' if config.rat else ''}")
         if world > 1:

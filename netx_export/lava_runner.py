@@ -15,6 +15,7 @@ import numpy as np
 
 from loihi_stable.errors import UserError
 from loihi_stable.progress import progress_bar
+from netx_export.lava_session import run_in_own_group
 from netx_export.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx  # noqa: F401  (re-exported)
 
 BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
@@ -135,13 +136,21 @@ def run_network(spec: NetSpec, x: np.ndarray, backend: str = "Loihi2SimCfg",
     """Run samples ``x`` (N, features) in [0, 1] through Lava, streaming them back to back.
 
     With ``dlif_schedule='host'`` the network runs one step per call and each DLIF layer's
-    ``dv`` is set from the host before every step (slower; what Loihi2HwCfg needs).
+    ``dv`` is set from the host before every step (slower; what Loihi2HwCfg needs). Lava runs in
+    a process group of its own (``lava_session``), so Ctrl-C stops it and its workers at once.
     """
+    dlif_schedule = resolve_dlif_schedule(backend, dlif_schedule)
+    run_config(backend)  # a missing library is a one-line error before anything is forked
+    return run_in_own_group(_run_network, spec, x, backend, progress, probe_layers, chunk_samples,
+                            dlif_schedule)
+
+
+def _run_network(spec: NetSpec, x: np.ndarray, backend: str, progress: bool, probe_layers: bool,
+                 chunk_samples: int, dlif_schedule: str) -> ChipRun:
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
 
-    dlif_schedule = resolve_dlif_schedule(backend, dlif_schedule)
     cfg = run_config(backend)
     payload = encode_inputs(spec, x)
     n, steps = len(payload), spec.timesteps

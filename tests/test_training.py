@@ -173,8 +173,12 @@ def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
 
-def test_resume_after_an_interruption_loses_nothing(tmp_path, digits, monkeypatch):
-    config = TrainConfig(epochs=3, perturb="none", limit=300, val_size=50, val_eps=0.0)
+@pytest.mark.parametrize("perturb", [None, "gaussian"])  # None: the default (rfgsm)
+def test_resume_after_an_interruption_loses_nothing(tmp_path, digits, monkeypatch, perturb):
+    """Bit-identical weights after a resume, also where the perturbation draws from the global RNG."""
+    options = {"perturb": perturb} if perturb else {}
+    config = TrainConfig(epochs=3, limit=300, val_size=50, val_eps=0.0, **options)
+    assert perturb or config.perturb == "rfgsm"
     torch.manual_seed(0)
     train(build_model(ModelConfig(hidden=[16])), digits[0], config, False, digits[1], tmp_path / "full.pt")
 
@@ -191,7 +195,7 @@ def test_resume_after_an_interruption_loses_nothing(tmp_path, digits, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         train(build_model(ModelConfig(hidden=[16])), digits[0], config, False, digits[1], tmp_path / "cut.pt")
     assert load_checkpoint(tmp_path / "cut.last.pt")["epoch"] == 1
-    torch.manual_seed(1)  # a fresh process: different initial weights, restored from the checkpoint
+    torch.manual_seed(1)  # a fresh process: other weights and another RNG state, both restored
     history = train(build_model(ModelConfig(hidden=[16])), digits[0], config, False, digits[1], tmp_path / "cut.pt",
                     resume=True)
     assert [row["epoch"] for row in history] == [1, 2, 3]

@@ -1,0 +1,149 @@
+"""Run Lava in a process group of its own, so that Ctrl-C always stops it, whole.
+
+Lava's runtime forks a worker per process plus a shared-memory manager, and a SIGINT that
+reaches them (Ctrl-C signals the terminal's whole process group) can leave the runtime waiting
+forever on a worker that already died. So the Lava run happens in a forked child that leads its
+own process group: Ctrl-C reaches only the command's own process, which kills that group with
+SIGKILL, unlinks the shared-memory segments the group created, and re-raises. The child records
+every segment it (or a worker) creates in a small file beside them, so segments left by a run
+whose parent was SIGKILLed are removed by the next run; a watchdog thread in the child kills its
+group when the parent disappears.
+"""
+from __future__ import annotations
+
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+
+SHM_DIR = Path("/dev/shm")
+RECORD_PREFIX = "loihi-stable-lava-"  # <prefix><parent pid>-<child pid>: one segment name per line
+
+
+def _alive(pid: int) -> bool:
+    """True for a running process; a zombie (killed, not yet reaped) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _record_segments(record: Path) -> None:
+    """Append the name of every SharedMemory this process (and its forks) creates to ``record``."""
+    from multiprocessing import shared_memory
+
+    original = shared_memory.SharedMemory.__init__
+
+    def recording_init(self, name=None, create=False, size=0):
+        original(self, name, create, size)
+        if create:
+            try:
+                with open(record, "a") as handle:
+                    handle.write(self.name.lstrip("/") + "\n")
+            except OSError:  # no /dev/shm here: nothing to clean up after a kill either
+                pass
+
+    shared_memory.SharedMemory.__init__ = recording_init
+
+
+def remove_segments(record: Path) -> None:
+    """Unlink the segments listed in ``record`` that still exist, then the record."""
+    try:
+        names = record.read_text().split()
+    except OSError:
+        names = []
+    for name in names:
+        if "/" not in name and name:
+            (SHM_DIR / name).unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
+
+
+def remove_stale_segments() -> None:
+    """Segments of earlier runs whose command and Lava child are both gone (killed with SIGKILL)."""
+    if not SHM_DIR.is_dir():
+        return
+    for record in SHM_DIR.glob(f"{RECORD_PREFIX}*"):
+        try:
+            parent, child = (int(p) for p in record.name[len(RECORD_PREFIX):].split("-"))
+        except ValueError:
+            continue
+        if not _alive(parent) and not _alive(child):
+            remove_segments(record)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    _kill_group(os.getpgid(0))
+
+
+def _child(function, args, kwargs, sender, parent: int, record: Path) -> None:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    _record_segments(record)
+    try:
+        result = ("ok", function(*args, **kwargs))
+    except BaseException as err:  # noqa: BLE001  (everything goes back to the parent)
+        result = ("error", err, traceback.format_exc())
+    try:
+        sender.send(result)
+    except Exception:  # an exception that does not pickle
+        sender.send(("error", RuntimeError(result[-1]), result[-1]))
+
+
+def run_in_own_group(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a forked child leading its own process group.
+
+    Its result (or exception) comes back through a pipe. Whatever ends the wait (Ctrl-C, an
+    error) kills the whole group and unlinks its shared memory before it propagates.
+    """
+    remove_stale_segments()
+    parent = os.getpid()
+    receiver, sender = multiprocessing.connection.Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the child never returns into the caller's code
+        status = 0
+        try:
+            receiver.close()
+            record = SHM_DIR / f"{RECORD_PREFIX}{parent}-{os.getpid()}"
+            _child(function, args, kwargs, sender, parent, record)
+        except BaseException:  # noqa: BLE001
+            status = 1
+        finally:
+            os._exit(status)
+    sender.close()
+    record = SHM_DIR / f"{RECORD_PREFIX}{parent}-{pid}"
+    try:
+        os.setpgid(pid, pid)  # also here: no window in which a signal finds it in our group
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        try:
+            result = receiver.recv()
+        except EOFError:
+            raise RuntimeError("the Lava run ended without a result (its process died)") from None
+    finally:
+        receiver.close()
+        _kill_group(pid)
+        os.waitpid(pid, 0)
+        remove_segments(record)
+    if result[0] == "ok":
+        return result[1]
+    raise result[1]

@@ -1,0 +1,108 @@
+"""Ctrl-C and kills during a Lava run: the run stops within seconds, whole, and writes nothing."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from loihi_stable.cli import app
+from netx_export.lava_session import RECORD_PREFIX, SHM_DIR, remove_stale_segments
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.lava
+CLI = Path(sys.executable).parent / "loihi-stable"
+
+
+@pytest.fixture(scope="module")
+def conv_net(tmp_path_factory, conv_lif_checkpoint):
+    """A conv file (slow on Lava: about 25 samples/s), so a run lasts long enough to interrupt."""
+    folder = tmp_path_factory.mktemp("interrupt")
+    torch.save(conv_lif_checkpoint, folder / "model.pt")
+    result = CliRunner().invoke(app, ["export", "--to", "netx", str(folder / "model.pt"), "-o", str(folder / "model.net")])
+    assert result.exit_code == 0, result.output
+    return folder / "model.net"
+
+
+def live_processes(session: int) -> list[int]:
+    """Processes of ``session`` that are not zombies."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, sid = fields[0], int(fields[3])
+        if sid == session and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def segments() -> set[str]:
+    return {p.name for p in SHM_DIR.iterdir()} if SHM_DIR.is_dir() else set()
+
+
+def start_run(net: Path, out: Path) -> subprocess.Popen:
+    """`run` on Loihi2SimCfg in a session of its own (as a terminal would start it), once Lava's workers are up."""
+    cli = subprocess.Popen([str(CLI), "run", "--backend", "Loihi2SimCfg", "--attack", "none", "--json", str(out), str(net)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(live_processes(cli.pid)) < 4:  # the command, its Lava child, the shared-memory manager, workers
+        assert cli.poll() is None, cli.communicate()
+        assert time.monotonic() < deadline, "Lava never started"
+        time.sleep(0.05)
+    return cli
+
+
+def assert_stopped_cleanly(cli: subprocess.Popen, sent: float, out: Path, before: set[str]) -> str:
+    _, stderr = cli.communicate(timeout=10)
+    while live_processes(cli.pid) and time.monotonic() - sent < 10:
+        time.sleep(0.05)
+    assert time.monotonic() - sent < 10
+    assert live_processes(cli.pid) == []
+    assert cli.returncode != 0
+    assert not out.exists() and not list(out.parent.glob("*.tmp*"))
+    left = segments() - before
+    assert left == set(), f"shared memory left behind: {left}"
+    assert "Traceback" not in stderr
+    return stderr
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.7, 2.0, 4.0])
+def test_ctrl_c_to_the_process_group_stops_lava_within_seconds(conv_net, tmp_path, delay):
+    before = segments()
+    cli = start_run(conv_net, tmp_path / "run.json")
+    time.sleep(delay)
+    sent = time.monotonic()
+    os.killpg(cli.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    stderr = assert_stopped_cleanly(cli, sent, tmp_path / "run.json", before)
+    assert cli.returncode == 130 and "interrupted" in stderr
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0])
+def test_sigint_to_the_command_alone_is_never_lost(conv_net, tmp_path, delay):
+    before = segments()
+    cli = start_run(conv_net, tmp_path / "run.json")
+    time.sleep(delay)
+    sent = time.monotonic()
+    cli.send_signal(signal.SIGINT)
+    assert_stopped_cleanly(cli, sent, tmp_path / "run.json", before)
+    assert cli.returncode == 130
+
+
+def test_sigkill_leaves_no_workers_and_the_next_run_removes_its_segments(conv_net, tmp_path):
+    before = segments()
+    cli = start_run(conv_net, tmp_path / "run.json")
+    sent = time.monotonic()
+    cli.kill()
+    cli.wait(timeout=10)
+    while live_processes(cli.pid) and time.monotonic() - sent < 10:
+        time.sleep(0.05)
+    assert live_processes(cli.pid) == [], "Lava workers outlived a SIGKILLed command"
+    remove_stale_segments()  # what the next run does first
+    assert segments() - before == set()
+    assert not any(name.startswith(RECORD_PREFIX) for name in segments())
+    assert not (tmp_path / "run.json").exists()
