@@ -5,11 +5,17 @@ Direct encoding: the image is repeated T times.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from . import fixed_point as fx
+
+
+MAX_FEATURES = 1 << 20
+MAX_TIMESTEPS = 1024
+MAX_PARAMETERS = 5 * 10**8
 
 
 @dataclass
@@ -34,7 +40,55 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return cls(**data)
+        """The config a checkpoint holds, validated (a ValueError names what is wrong)."""
+        if not isinstance(data, dict):
+            raise ValueError("model_config is not a mapping")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown model_config key '{unknown[0]}'")
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Types and bounds that keep a (possibly hostile) config from building something absurd."""
+        def whole(name, value, low, high):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+        def real(name, value, low, high, low_open=False):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value > high or (value <= low if low_open else value < low):
+                raise ValueError(f"{name} must be a finite number in {'(' if low_open else '['}{low:g}, {high:g}], "
+                                 f"got {value!r}")
+
+        whole("in_features", self.in_features, 1, MAX_FEATURES)
+        if not isinstance(self.hidden, list) or not self.hidden:
+            raise ValueError("hidden must be a non-empty list of layer sizes")
+        for size in self.hidden:
+            whole("hidden layer size", size, 1, MAX_FEATURES)
+        whole("classes", self.classes, 2, MAX_FEATURES)
+        whole("timesteps", self.timesteps, 1, MAX_TIMESTEPS)
+        real("leak", self.leak, 0.0, 1.0, low_open=True)
+        real("threshold", self.threshold, 0.0, 1e6, low_open=True)
+        real("weight_scale", self.weight_scale, 0.0, 1e6, low_open=True)
+        if not isinstance(self.neuron, str) or not isinstance(self.arch, str):
+            raise ValueError("neuron and arch must be names")
+        sizes = [self.in_features, *self.hidden, self.classes]
+        if sum(a * b for a, b in zip(sizes, sizes[1:])) > MAX_PARAMETERS and self.arch == "mlp":
+            raise ValueError(f"the layer sizes ask for more than {MAX_PARAMETERS:.0e} weights")
+        if self.input_shape is not None:
+            if not isinstance(self.input_shape, list) or len(self.input_shape) != 3:
+                raise ValueError("input_shape must be [C, H, W]")
+            whole("input channels", self.input_shape[0], 1, 16)
+            for side in self.input_shape[1:]:
+                whole("input side", side, 1, 512)
+            for name, values in (("mean", self.mean), ("std", self.std)):
+                if values is not None:
+                    if not isinstance(values, list) or len(values) != self.input_shape[0]:
+                        raise ValueError(f"{name} must hold one number per input channel")
+                    for value in values:
+                        real(name, value, -1e3 if name == "mean" else 0.0, 1e3, low_open=name == "std")
 
 
 class SpikingClassifier(torch.nn.Module):

@@ -9,11 +9,35 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer._click.exceptions import ClickException  # typer 0.29 vendors click (pinned in requirements.txt)
+from typer.core import TyperGroup
 
+from . import guards
 from .errors import UserError
 from .budget import read_fraction
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, a value that is not a number, a missing argument) as one
+    ``error:`` line and exit code 2, like every other bad input, instead of click's framed box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except ClickException as err:
+            command = " ".join(err.ctx.command_path.split()[1:]) if getattr(err, "ctx", None) else ""
+            typer.echo(f"error: {err.format_message()} (see 'loihi-stable {command + ' ' if command else ''}--help')",
+                       err=True)
+            code = 2
+        except typer.Abort:
+            typer.echo("interrupted; no output was written", err=True)
+            code = 130
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust stable spiking neural networks, from training to Loihi.")
 
 
@@ -25,16 +49,15 @@ def parse_eps(text: str) -> float:
         raise UserError(f"cannot read eps '{text}': write a fraction like 8/255 or a number like 0.03") from None
     if not 0.0 <= value <= 1.0:
         raise UserError(f"eps {text} = {value:.4g} is outside [0, 1]: inputs are in [0, 1], use e.g. 8/255")
-    return value
+    return value + 0.0  # -0 -> 0
 
 
-def check_outputs(limit: Optional[int], *outputs: Optional[Path]) -> None:
-    """Shared checks of --limit and output paths, before any work is done."""
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    for out in outputs:
-        if out is not None and not out.parent.exists():
-            raise UserError(f"output folder '{out.parent}' does not exist: create it or choose another path")
+def check_limit(limit: Optional[int]) -> None:
+    guards.integer("--limit", limit, 1)
+
+
+INTERRUPT_NOTES = {"train": "epochs finished before the interrupt are saved in <out>.last.pt: "
+                            "add --resume to continue"}
 
 
 def friendly_errors(command):
@@ -47,7 +70,8 @@ def friendly_errors(command):
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted; no output was written", err=True)
+            done = INTERRUPT_NOTES.get(command.__name__, "no output was written")
+            typer.echo(f"interrupted; {done}", err=True)
             raise typer.Exit(130) from None
     return wrapper
 
@@ -105,7 +129,22 @@ def train(
         raise UserError(f"cannot read --hidden '{hidden}': give sizes like 128,64") from None
     if not sizes or min(sizes) < 1:
         raise UserError("--hidden needs at least one positive layer size, e.g. 128,64")
-    check_outputs(limit, out)
+    for size in sizes:
+        guards.integer("--hidden layer size", size, 1, 1 << 20)
+    guards.integer("--timesteps", timesteps, 1, 1024)
+    guards.integer("--batch-size", batch_size, 1, 1 << 20)
+    guards.integer("--epochs", epochs, 1, 100_000)
+    guards.integer("--val-size", val_size, 0, 10**7)
+    guards.integer("--seed", seed, 0, guards.MAX_SEED)
+    guards.number("--rho", rho, 0.0, 1e6, fix="the weight of the MS-MPPD term, e.g. 1.0")
+    guards.number("--chi", chi, 0.0, 1.0, fix="the mixup weight of the clean cross-entropy, e.g. 0.5")
+    guards.number("--lr", lr, 0.0, 100.0, low_open=True, fix="e.g. 0.1")
+    guards.number("--leak", leak, 0.0, 1.0, low_open=True, fix="the leak lambda of LIF/DLIF, e.g. 0.99")
+    guards.number("--rat-beta", rat_beta, 0.0, 1.0, fix="e.g. 0.001")
+    check_limit(limit)
+    stem = out.with_suffix("")
+    guards.check_outputs({"--out": out, "--out (last checkpoint)": Path(f"{stem}.last.pt"),
+                          "--out (metrics)": Path(f"{stem}.metrics.json")}, [data_root])
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"unknown --device '{device}': choose auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
@@ -129,6 +168,10 @@ def train(
                             input_shape=list(info.input_shape) if arch != "mlp" else None,
                             mean=list(info.mean) if arch != "mlp" else None,
                             std=list(info.std) if arch != "mlp" else None)
+    try:
+        model_cfg.validate()
+    except ValueError as err:
+        raise UserError(f"cannot build this network: {err}") from None
     model = build_model(model_cfg).to(target)
     if resume and not Path(f"{out.with_suffix('')}.last.pt").exists():
         raise UserError(f"--resume: no '{out.with_suffix('')}.last.pt' to continue from: start without --resume")
@@ -178,7 +221,7 @@ def export(
     from netx_export.export import export_checkpoint
 
     output = output or checkpoint.with_suffix(".net")
-    check_outputs(None, output)
+    guards.check_outputs({"--output": output}, [checkpoint])
     report = export_checkpoint(checkpoint, output, data_root=data_root)
     typer.echo(f"exported {checkpoint} -> {output} (NetX HDF5)")
     folding, stock = report.get("folding"), report.get("stock_netx")
@@ -222,7 +265,8 @@ def run(
     from .report import table
 
     eps_value = parse_eps(eps)
-    check_outputs(limit, json_out)
+    check_limit(limit)
+    guards.check_outputs({"--json": json_out}, [network])
     if backend != "emulator":
         resolve_dlif_schedule(backend, dlif_schedule)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
@@ -276,7 +320,8 @@ def evaluate_command(
 
     eps_value = parse_eps(eps)
     sweep = _eps_list(sweep_eps) if sweep_eps else None
-    check_outputs(limit, json_out, plot)
+    check_limit(limit)
+    guards.check_outputs({"--json": json_out, "--plot": plot}, [checkpoint])
     specs = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else load_suite(suite)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
@@ -330,7 +375,7 @@ def check_command(
 
     from netx_export.backends import check_backend
     from netx_export.checker import check, plot_check
-    from netx_export.export import model_from_checkpoint, write_netx
+    from netx_export.export import check_spec_matches, model_from_checkpoint, write_netx
     from netx_export.lava_runner import read_netx
 
     from .data import checkpoint_test_split
@@ -339,7 +384,9 @@ def check_command(
 
     eps_value = parse_eps(eps)
     check_backend(backend)
-    check_outputs(limit, json_out, plot)
+    check_limit(limit)
+    guards.number("--ratio-threshold", ratio_threshold, 0.0, 1e6, low_open=True, fix="e.g. 1.5")
+    guards.check_outputs({"--json": json_out, "--plot": plot}, [checkpoint, network])
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     if network is None:
@@ -348,6 +395,7 @@ def check_command(
             spec = read_netx(Path(folder) / "model.net")
     else:
         spec = read_netx(network)
+        check_spec_matches(spec, model, payload)
     test = checkpoint_test_split(payload, data_root, limit)
     result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet)
     typer.echo(f"{spec.neuron.upper()} {checkpoint} vs chip ({backend}), {attack.upper()} eps={eps_value * 255:g}/255, "
@@ -386,7 +434,7 @@ def certify_command(
     """Verified accuracy (S-IBP / S-CROWN) next to clean and PGD accuracy, for the float model and the chip."""
     import tempfile
 
-    from netx_export.export import model_from_checkpoint, write_netx
+    from netx_export.export import check_spec_matches, model_from_checkpoint, write_netx
     from netx_export.lava_runner import read_netx
 
     from .certify import certify
@@ -395,9 +443,9 @@ def certify_command(
     from .report import table
 
     eps_value = parse_eps(eps)
-    check_outputs(limit, json_out)
-    if points < 0:
-        raise UserError(f"--points must be 0 or more, got {points}")
+    check_limit(limit)
+    guards.integer("--points", points, 0, 100_000)
+    guards.check_outputs({"--json": json_out}, [checkpoint, network])
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     dense = model.config.arch == "mlp"
@@ -411,6 +459,7 @@ def certify_command(
             spec = read_netx(Path(folder) / "model.net")
     elif chip:
         spec = read_netx(network)
+        check_spec_matches(spec, model, payload)
     test = checkpoint_test_split(payload, data_root, limit)
     if not dense:
         from netx_export.chip_model import grid_model

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -16,16 +18,39 @@ CHECKPOINT_FORMAT = "loihi-stable-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of ``path`` left by writers that were killed (their pid is gone)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temp path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temp path beside ``path``; rename it into place only if the block succeeds.
+
+    The file gets the permissions a plain ``open`` would (the umask, or the mode of the file it
+    replaces); only regular files are ever replaced.
+    """
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise UserError(f"output folder '{path.parent}' does not exist: create it or choose another path")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    if os.path.lexists(path) and not (path.exists() and stat.S_ISREG(os.stat(path).st_mode)):
+        raise UserError(f"'{path}' exists and is not a regular file: choose another output path")
+    _remove_stale_temps(path)
+    mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -44,7 +69,12 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 
 
 def checkpoint_from_bytes(data: bytes, source: str) -> dict:
-    return _validated(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), source)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"the checkpoint embedded in '{source}' is unreadable: re-export the file with "
+                        "'loihi-stable export --to netx model.pt'") from None
+    return _validated(payload, source)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

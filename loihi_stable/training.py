@@ -272,7 +272,11 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
     best, start_epoch = -1.0, 0
     if resume and files is not None and files.last.exists():
         state = load_checkpoint(files.last)
-        model.load_state_dict(state["state_dict"])
+        try:
+            model.load_state_dict(state["state_dict"])
+        except (RuntimeError, KeyError):
+            raise UserError(f"--resume: '{files.last}' holds another network (other --arch, --hidden, --neuron or "
+                            "--timesteps): resume with the options it was trained with, or start without --resume") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])

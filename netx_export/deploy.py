@@ -12,7 +12,7 @@ from loihi_stable.errors import UserError
 
 from netx_export.backends import run_on
 from netx_export.chip_model import grid_model
-from netx_export.export import model_from_checkpoint
+from netx_export.export import check_spec_matches, model_from_checkpoint
 from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
 
 ATTACKS = ("none", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "gaussian")
@@ -54,6 +54,7 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     if not 0.0 <= eps <= 1.0:
         raise UserError(f"eps must be in [0, 1], got {eps}: write it on the /255 scale, e.g. 8/255")
     model = model_from_checkpoint(spec.checkpoint)
+    check_spec_matches(spec, model, spec.checkpoint)
     grid = grid_model(spec, model)
     test = checkpoint_test_split(spec.checkpoint, data_root, limit)
     sets = {"clean": test.x}

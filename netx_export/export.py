@@ -20,14 +20,52 @@ from netx_export.netx_file import LayerSpec, NetSpec, write_netx_file
 
 
 def model_from_checkpoint(payload: dict) -> SpikingClassifier:
+    """The checkpoint's network, after checking its config, the shape of every weight and that all are finite."""
+    fix = "retrain it with 'loihi-stable train' (or pass the checkpoint it wrote)"
     try:
-        model = build_model(ModelConfig.from_dict(payload["model_config"]))
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, TypeError, KeyError, ValueError):
-        raise UserError("the checkpoint's model_config and weights do not describe a network of this loihi-stable "
-                        "version (written by another version?): retrain it with 'loihi-stable train'") from None
+        config = ModelConfig.from_dict(payload.get("model_config"))
+    except (TypeError, ValueError) as err:
+        raise UserError(f"the checkpoint's model_config is invalid ({err}): {fix}") from None
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"the checkpoint has no state_dict of tensors: {fix}")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f"the checkpoint's '{bad}' holds NaN or infinite values, which no chip format can hold: {fix}")
+    model = build_model(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise UserError(f"the checkpoint's weights do not fit its model_config ({first.rstrip('.')}): {fix}") from None
     model.eval()
     return model
+
+
+def check_spec_matches(spec: NetSpec, model, checkpoint: dict) -> None:
+    """The file's layers must be the export of ``model``: a file edited after export (or paired with
+    another checkpoint) would otherwise be run and certified under the wrong name."""
+    expected = chip_spec(model, checkpoint)
+    fix = "re-export it from the checkpoint with 'loihi-stable export --to netx model.pt'"
+    if len(expected.layers) != len(spec.layers) or spec.timesteps != expected.timesteps:
+        raise UserError(f"'{spec.path}' has {len(spec.layers)} layers and T={spec.timesteps}, its checkpoint exports to "
+                        f"{len(expected.layers)} layers and T={expected.timesteps}: {fix}")
+    for i, (got, want) in enumerate(zip(spec.layers, expected.layers)):
+        same = (got.kind == want.kind and np.array_equal(got.weight, want.weight)
+                and np.array_equal(_or_empty(got.bias), _or_empty(want.bias))
+                and np.array_equal(_or_empty(got.dv_schedule)[:spec.timesteps], _or_empty(want.dv_schedule)[:spec.timesteps])
+                and all(_first(got.neuron.get(k)) == _first(want.neuron.get(k)) for k in ("vThMant", "vDecay", "iDecay")))
+        if not same:
+            raise UserError(f"'{spec.path}' layer {i} differs from what its checkpoint exports to (edited after export, "
+                            f"or a checkpoint of another network): {fix}")
+
+
+def _first(value) -> int | None:
+    return None if value is None else int(np.asarray(value).reshape(-1)[0])
+
+
+def _or_empty(values) -> np.ndarray:
+    return np.zeros(0, dtype=np.int64) if values is None else np.asarray(values)
 
 
 def _dense_layer(synapse, neuron_params: dict) -> LayerSpec:

@@ -19,6 +19,7 @@ which derives every weight exponent from the weights, computes what ``run`` does
 """
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from loihi_stable.io import atomic_path, checkpoint_from_bytes
 FORMAT_VERSION = 3  # 2: no first-layer input exponent; 3: conv layers, bias channel
 EXTENSION_GROUP = "loihi_stable"
 NEURON_KEYS = ("type", "iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike")
+MAX_TIMESTEPS = 1024
 
 
 @dataclass
@@ -158,6 +160,43 @@ def write_netx_file(spec: NetSpec, path: str | Path) -> None:
                                "bias_channel": spec.bias_channel, "neuron": spec.neuron, "arch": spec.arch,
                                "dataset": spec.dataset})
             meta.create_dataset("checkpoint", data=np.void(buffer.getvalue()))
+            meta.attrs["sha256"] = content_digest(handle)
+
+
+# --- integrity ---------------------------------------------------------------------------
+MAX_ELEMENTS = 1 << 28  # per dataset: far above VGG11's largest layer, far below what would exhaust memory
+
+
+def _entries(handle) -> list[tuple[str, object]]:
+    """Every dataset by path, after refusing links out of the file and data stored outside it."""
+    entries: list[tuple[str, object]] = []
+
+    def visit(name, link):
+        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            raise UserError(f"holds a link ('{name}'), which a loihi-stable export never does")
+        item = handle[name]
+        if isinstance(item, h5py.Dataset):
+            if item.external or item.is_virtual:
+                raise UserError(f"keeps dataset '{name}' outside the file, which a loihi-stable export never does")
+            if int(np.prod(item.shape or (1,))) > MAX_ELEMENTS:
+                raise UserError(f"declares dataset '{name}' of shape {item.shape}, larger than any Loihi network")
+            entries.append((name, item))
+
+    handle.visititems_links(visit)
+    return sorted(entries, key=lambda entry: entry[0])
+
+
+def content_digest(handle) -> str:
+    """SHA-256 of every dataset (path, dtype, shape, bytes) and the extension attributes."""
+    digest = hashlib.sha256()
+    for name, dataset in _entries(handle):
+        value = np.asarray(dataset[()])
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    attrs = handle[EXTENSION_GROUP].attrs
+    for key in sorted(k for k in attrs if k != "sha256"):
+        digest.update(f"{key}={np.asarray(attrs[key]).tolist()!r};".encode())
+    return digest.hexdigest()
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -178,7 +217,13 @@ def _read_layer(group, i: int, shape_in: tuple, where: str, timesteps: int) -> L
         raise UserError(f"{where}: layer {i} has iDecay {neuron.get('iDecay')}, outside Lava's "
                         f"1..{kernel.DECAY_UNITY} (du = iDecay - 1 is 12-bit)")
     schedule = group["neuron"].get("vDecaySchedule")
-    schedule = None if schedule is None else np.asarray(schedule[()], dtype=np.int64)
+    schedule = None if schedule is None else np.asarray(schedule[()], dtype=np.int64).reshape(-1)
+    for key, value, high in (("vThMant", neuron["vThMant"], kernel.MAX_VTH_MANT),
+                             ("vDecay", neuron["vDecay"], kernel.MAX_DECAY),
+                             ("vDecaySchedule", schedule, kernel.MAX_DECAY)):
+        values = np.asarray(value if value is not None else 0, dtype=np.float64)
+        if not np.all(np.isfinite(values)) or values.min(initial=0) < 0 or values.max(initial=0) > high:
+            raise UserError(f"{where}: layer {i} has neuron/{key} outside Loihi's 0..{high}")
     if schedule is not None and len(schedule) < timesteps:
         raise UserError(f"{where}: layer {i} has {len(schedule)} vDecaySchedule entries for {timesteps} time steps")
     weight = np.asarray(group["weight"][()])
@@ -199,6 +244,8 @@ def _read_layer(group, i: int, shape_in: tuple, where: str, timesteps: int) -> L
         raise UserError(f"{where}: layer {i} has {len(bias)} biases for {layer.weight.shape[0]} outputs")
     if np.abs(layer.weight).max(initial=0) > 256:
         raise UserError(f"{where}: layer {i} has weights outside Loihi's 8 bits")
+    if bias is not None and np.abs(bias).max(initial=0) > kernel.MAX_BIAS_MANT:
+        raise UserError(f"{where}: layer {i} has biases outside Loihi's 13-bit bias mantissa")
     return layer
 
 
@@ -218,9 +265,16 @@ def read_netx(path: str | Path) -> NetSpec:
             if int(meta.get("format_version", -1)) != FORMAT_VERSION:
                 raise UserError(f"'{path}' has format version {meta.get('format_version')}, "
                                 f"expected {FORMAT_VERSION}: {fix}")
+            try:
+                digest = content_digest(handle)
+            except UserError as err:
+                raise UserError(f"'{path}' {err}: {fix}") from None
+            if str(meta.get("sha256", "")) != digest:
+                raise UserError(f"'{path}' fails its integrity check (SHA-256 of its contents differs from the one "
+                                f"written at export): the file is damaged or was edited; {fix}")
             timesteps = int(meta["timesteps"])
-            if timesteps < 1:
-                raise UserError(f"'{path}' has {timesteps} time steps: {fix}")
+            if not 1 <= timesteps <= MAX_TIMESTEPS:
+                raise UserError(f"'{path}' has {timesteps} time steps (1..{MAX_TIMESTEPS} run here): {fix}")
             input_shape = tuple(int(v) for v in np.asarray(meta.get("input_shape", ())).reshape(-1))
             shape, layers = input_shape, []
             for i in range(len(handle["layer"])):

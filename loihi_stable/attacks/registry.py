@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,14 +18,52 @@ STANDARD_SUITE = ["fgsm", "pgd7", "pgd10", "pgd20", "pgd40", "apgd-ce", "apgd-dl
 KINDS = ("fgsm", "pgd", "apgd", "gaussian")
 
 
+MAX_STEPS = 10_000           # an attack of more iterations is a typo, not an evaluation
+COUNTS = ("steps", "n_restarts")
+
+
 def make_attack(spec: str | dict, model, eps: float):
     """'fgsm', 'pgd<k>', 'apgd-ce', 'apgd-dlr', 'gaussian', or a dict {name, type, ...options}."""
+    if not isinstance(spec, (str, dict)):
+        raise UserError(f"suite entry {spec!r} is neither an attack name nor a mapping {{name, type, ...}}")
+    try:
+        return _make_attack(spec, model, eps)
+    except ValueError as err:
+        raise UserError(f"attack '{spec if isinstance(spec, str) else spec.get('name', '?')}': {err}") from None
+
+
+def _checked_options(options: dict) -> dict:
+    """Suite-file numbers: finite, eps in [0, 1], step sizes positive, counts in [1, MAX_STEPS]."""
+    checked = {}
+    for key, value in options.items():
+        value = _number(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key in COUNTS or key in ("eps", "alpha", "rho", "start"):
+                raise ValueError(f"'{key}' must be a number, got {value!r}")
+            checked[key] = value
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"'{key}' must be finite, got {value}")
+        if key in COUNTS and not (float(value).is_integer() and 1 <= value <= MAX_STEPS):
+            raise ValueError(f"'{key}' must be a whole number in [1, {MAX_STEPS}], got {value}")
+        if key == "eps" and not 0 <= value <= 1:
+            raise ValueError(f"eps must be in [0, 1] (e.g. 8/255), got {value}")
+        if key == "alpha" and value <= 0:
+            raise ValueError(f"alpha (the step size) must be positive, got {value}")
+        checked[key] = int(value) if key in COUNTS else value
+    return checked
+
+
+def _make_attack(spec: str | dict, model, eps: float):
     if isinstance(spec, str):
         name = spec.lower()
         if name == "fgsm":
             return name, FGSM(model, eps=eps)
         if match := re.fullmatch(r"pgd(\d+)", name):
-            return name, PGD(model, eps=eps, steps=int(match.group(1)))
+            steps = int(match.group(1))
+            if not 1 <= steps <= MAX_STEPS:
+                raise UserError(f"attack '{spec}': PGD takes 1 to {MAX_STEPS} steps (e.g. pgd10)")
+            return name, PGD(model, eps=eps, steps=steps)
         if name in ("apgd-ce", "apgd-dlr"):
             return name, APGD(model, eps=eps, loss=name.split("-")[1])
         if name == "gaussian":
@@ -34,12 +73,12 @@ def make_attack(spec: str | dict, model, eps: float):
     name, kind = options.pop("name", None), options.pop("type", None)
     if not name or kind not in KINDS:
         raise UserError(f"suite entry {spec} needs a 'name' and a 'type' out of {', '.join(KINDS)}")
-    options = {k: _number(v) for k, v in options.items()}
+    options = _checked_options(options)
     options.setdefault("eps", eps)
     cls = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "gaussian": GaussianNoise}[kind]
     try:
         return name, cls(model, **options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise UserError(f"suite entry '{name}': {err}") from None
 
 
