@@ -12,7 +12,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.29 vendors click (pinned in requirements.txt)
 from typer.core import TyperGroup
 
-from . import guards
+from . import guards, interrupts
 from .errors import UserError
 from .budget import read_fraction
 
@@ -56,22 +56,18 @@ def check_limit(limit: Optional[int]) -> None:
     guards.integer("--limit", limit, 1)
 
 
-INTERRUPT_NOTES = {"train": "epochs finished before the interrupt are saved in <out>.last.pt: "
-                            "add --resume to continue"}
-
-
 def friendly_errors(command):
     """Turn UserError into one line on stderr and exit code 2 (no traceback)."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        interrupts.install()
         try:
             return command(*args, **kwargs)
         except UserError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            done = INTERRUPT_NOTES.get(command.__name__, "no output was written")
-            typer.echo(f"interrupted; {done}", err=True)
+            typer.echo("interrupted; no output was written", err=True)
             raise typer.Exit(130) from None
     return wrapper
 
@@ -176,8 +172,16 @@ def train(
     if resume and not Path(f"{out.with_suffix('')}.last.pt").exists():
         raise UserError(f"--resume: no '{out.with_suffix('')}.last.pt' to continue from: start without --resume")
     start = time.perf_counter()
-    history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=test_set, out=out,
-                           resume=resume, extra={"metrics": {}})
+    last = Path(f"{out.with_suffix('')}.last.pt")
+    saved_before = last.stat().st_mtime_ns if last.exists() else None
+    try:
+        history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=test_set, out=out,
+                               resume=resume, extra={"metrics": {}})
+    except KeyboardInterrupt:
+        saved = last.exists() and (saved_before is None or last.stat().st_mtime_ns != saved_before or resume)
+        typer.echo(f"interrupted; the epochs finished so far are saved in {last}: add --resume to continue"
+                   if saved else "interrupted before the first epoch ended; no output was written", err=True)
+        raise typer.Exit(130) from None
     seconds = time.perf_counter() - start
     if rank == 0:
         clean = accuracy(model, test_set)

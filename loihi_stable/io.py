@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import interrupts
 from .errors import UserError
 
 CHECKPOINT_FORMAT = "loihi-stable-checkpoint"
@@ -50,6 +51,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        interrupts.check()  # a Ctrl-C that was swallowed on the way still means: write nothing
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:

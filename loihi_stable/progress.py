@@ -5,9 +5,24 @@ import sys
 
 from tqdm.auto import tqdm
 
+from . import interrupts
+
+
+class InterruptibleBar(tqdm):
+    """Every update and every item checks for a Ctrl-C that was swallowed (``interrupts``)."""
+
+    def update(self, n=1):
+        interrupts.check()
+        return super().update(n)
+
+    def __iter__(self):
+        for item in super().__iter__():
+            interrupts.check()
+            yield item
+
 
 def progress_bar(iterable=None, **kwargs) -> tqdm:
     """tqdm, redrawn 10 times a second on a terminal but only every 10 s into a file or pipe,
     where every redraw is kept (a 30-epoch run would otherwise log thousands of lines)."""
     kwargs.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 10.0)
-    return tqdm(iterable, **kwargs)
+    return InterruptibleBar(iterable, **kwargs)

@@ -288,56 +288,56 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
     generator = torch.Generator().manual_seed(config.seed)
     bar = progress_bar(total=(config.epochs - start_epoch) * steps_per_epoch, desc="train", unit="batch",
                disable=not progress or rank != 0)
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        model.train()
-        generator.manual_seed(config.seed * 100003 + epoch)  # the same order after a resume
-        order = torch.randperm(len(train_set), generator=generator)
-        sums: dict[str, float] = {}
-        for i in range(0, len(train_set), config.batch_size):
-            idx = order[i:i + config.batch_size][rank::world]
-            x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
-            if config.augment:
-                from .data import augment
-                x = augment(x, generator)
-            if isinstance(perturbation, IBPSchedule):
-                perturbation.progress = (epoch + i / len(train_set)) / config.epochs
-            x_pert = perturbation(x, y) if perturbation is not None and not isinstance(perturbation, IBPSchedule) else None
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss, parts = loss_module(x, y, x_pert)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if config.rat:
-                rat_step(model, config.rat_beta)
-            for neuron in model.spiking_neurons:
-                neuron.clamp()
-            for key, value in {"loss": loss.item(), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
-        row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
-               "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
-               "world_size": world}
-        if val_set is not None and rank == 0:
-            row["val_clean"] = accuracy(model, val_set)
-            row["val_pgd"] = robust_accuracy(model, val_set, config.val_eps) if config.val_eps > 0 else None
-        row["leak_scale"] = leak_scales(model)
-        history.append(row)
-        if files is not None and rank == 0:
-            payload = {**(extra or {}), "model_config": model.config.to_dict(), "train_config": config.to_dict(),
-                       "state_dict": model.state_dict(), "history": history}
-            if row.get("val_clean", -1.0) > best:
-                best = row["val_clean"]
-                save_checkpoint(files.best, {**payload, "metrics": {"best_val_clean": best, "best_epoch": epoch + 1}})
-            save_checkpoint(files.last, {**payload, "optimizer": optimizer.state_dict(),
-                                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                         "epoch": epoch + 1, "best_accuracy": best, "rng": rng_state()})
-            files.write_metrics(history, f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
-                                         f"rho={config.rho}{', RAT' if config.rat else ''}")
-        if world > 1:
-            torch.distributed.barrier()
-    bar.close()
+    with bar:  # closed (its line ended) also when Ctrl-C or an error ends the loop
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            model.train()
+            generator.manual_seed(config.seed * 100003 + epoch)  # the same order after a resume
+            order = torch.randperm(len(train_set), generator=generator)
+            sums: dict[str, float] = {}
+            for i in range(0, len(train_set), config.batch_size):
+                idx = order[i:i + config.batch_size][rank::world]
+                x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
+                if config.augment:
+                    from .data import augment
+                    x = augment(x, generator)
+                if isinstance(perturbation, IBPSchedule):
+                    perturbation.progress = (epoch + i / len(train_set)) / config.epochs
+                x_pert = perturbation(x, y) if perturbation is not None and not isinstance(perturbation, IBPSchedule) else None
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    loss, parts = loss_module(x, y, x_pert)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if config.rat:
+                    rat_step(model, config.rat_beta)
+                for neuron in model.spiking_neurons:
+                    neuron.clamp()
+                for key, value in {"loss": loss.item(), **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
+            row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
+                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
+                   "world_size": world}
+            if val_set is not None and rank == 0:
+                row["val_clean"] = accuracy(model, val_set)
+                row["val_pgd"] = robust_accuracy(model, val_set, config.val_eps) if config.val_eps > 0 else None
+            row["leak_scale"] = leak_scales(model)
+            history.append(row)
+            if files is not None and rank == 0:
+                payload = {**(extra or {}), "model_config": model.config.to_dict(), "train_config": config.to_dict(),
+                           "state_dict": model.state_dict(), "history": history}
+                if row.get("val_clean", -1.0) > best:
+                    best = row["val_clean"]
+                    save_checkpoint(files.best, {**payload, "metrics": {"best_val_clean": best, "best_epoch": epoch + 1}})
+                save_checkpoint(files.last, {**payload, "optimizer": optimizer.state_dict(),
+                                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                             "epoch": epoch + 1, "best_accuracy": best, "rng": rng_state()})
+                files.write_metrics(history, f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
+                                             f"rho={config.rho}{', RAT' if config.rat else ''}")
+            if world > 1:
+                torch.distributed.barrier()
     return history

@@ -32,7 +32,10 @@ def model_from_checkpoint(payload: dict) -> SpikingClassifier:
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise UserError(f"the checkpoint's '{bad}' holds NaN or infinite values, which no chip format can hold: {fix}")
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except (ValueError, UserError) as err:
+        raise UserError(f"the checkpoint's model_config is invalid ({err}): {fix}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import threading
 import time
@@ -38,19 +39,21 @@ def _alive(pid: int) -> bool:
 
 
 def _record_segments(record: Path) -> None:
-    """Append the name of every SharedMemory this process (and its forks) creates to ``record``."""
+    """Write the name of every SharedMemory this process (and its forks) creates to ``record``,
+    before the segment exists, so a kill at any moment leaves no segment unlisted."""
     from multiprocessing import shared_memory
 
     original = shared_memory.SharedMemory.__init__
 
     def recording_init(self, name=None, create=False, size=0):
-        original(self, name, create, size)
-        if create:
+        if create and name is None:
+            name = f"psm_{secrets.token_hex(8)}"
             try:
                 with open(record, "a") as handle:
-                    handle.write(self.name.lstrip("/") + "\n")
+                    handle.write(name + "\n")
             except OSError:  # no /dev/shm here: nothing to clean up after a kill either
                 pass
+        original(self, name, create, size)
 
     shared_memory.SharedMemory.__init__ = recording_init
 

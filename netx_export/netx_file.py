@@ -170,19 +170,28 @@ MAX_ELEMENTS = 1 << 28  # per dataset: far above VGG11's largest layer, far belo
 def _entries(handle) -> list[tuple[str, object]]:
     """Every dataset by path, after refusing links out of the file and data stored outside it."""
     entries: list[tuple[str, object]] = []
+    problems: list[str] = []
 
-    def visit(name, link):
-        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-            raise UserError(f"holds a link ('{name}'), which a loihi-stable export never does")
-        item = handle[name]
-        if isinstance(item, h5py.Dataset):
-            if item.external or item.is_virtual:
-                raise UserError(f"keeps dataset '{name}' outside the file, which a loihi-stable export never does")
-            if int(np.prod(item.shape or (1,))) > MAX_ELEMENTS:
-                raise UserError(f"declares dataset '{name}' of shape {item.shape}, larger than any Loihi network")
-            entries.append((name, item))
+    def visit(name, link):  # h5py cannot carry an exception out of this callback: note it and stop
+        try:
+            if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+                problems.append(f"holds a link ('{name}'), which a loihi-stable export never does")
+                return True
+            item = handle[name]
+            if isinstance(item, h5py.Dataset):
+                if item.external or item.is_virtual:
+                    problems.append(f"keeps dataset '{name}' outside the file, which a loihi-stable export never does")
+                elif int(np.prod(item.shape or (1,))) > MAX_ELEMENTS:
+                    problems.append(f"declares dataset '{name}' of shape {item.shape}, larger than any Loihi network")
+                else:
+                    entries.append((name, item))
+        except Exception as err:  # noqa: BLE001  (a damaged object header)
+            problems.append(f"is damaged ({type(err).__name__} at '{name}')")
+        return True if problems else None
 
     handle.visititems_links(visit)
+    if problems:
+        raise UserError(problems[0])
     return sorted(entries, key=lambda entry: entry[0])
 
 
@@ -299,5 +308,5 @@ def read_netx(path: str | Path) -> NetSpec:
         if fix in str(err) or "checkpoint" in str(err):
             raise
         raise UserError(f"{err}: {fix}") from None
-    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as err:
         raise UserError(f"'{path}' is damaged or truncated ({type(err).__name__}): {fix}") from None
