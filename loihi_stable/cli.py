@@ -250,10 +250,12 @@ def export(
 def run(
     network: Path = typer.Argument(..., help="NetX file written by 'export'."),
     backend: str = typer.Option("Loihi2SimCfg", help="Loihi2SimCfg (simulator), Loihi2HwCfg (Loihi 2) or emulator."),
-    attack: str = typer.Option("none", help="none, fgsm, pgd, apgd-ce, apgd-dlr or gaussian."),
+    attack: str = typer.Option("autoattack", help="autoattack (APGD-CE 100, APGD-T, Square; plus Square against the chip), "
+                                                  "fast, none, or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, gaussian."),
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
+    transfer_from: Optional[Path] = typer.Option(None, help="Also craft the attack on this independently trained checkpoint."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     dlif_schedule: Optional[str] = typer.Option(
         None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
@@ -270,18 +272,32 @@ def run(
 
     eps_value = parse_eps(eps)
     check_limit(limit)
-    guards.check_outputs({"--json": json_out}, [network])
+    guards.check_outputs({"--json": json_out}, [network, transfer_from])
     if backend != "emulator":
         resolve_dlif_schedule(backend, dlif_schedule)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
     spec = read_netx(network)
+    source = None
+    if transfer_from is not None:
+        from netx_export.export import model_from_checkpoint
+
+        from .io import load_checkpoint
+        source = model_from_checkpoint(load_checkpoint(transfer_from))
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule,
-                     data_root=data_root)
+                     data_root=data_root, transfer_from=source)
     rows = [[name, r["accuracy_float"], r["accuracy_grid"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]
     typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "
                f"T={spec.timesteps}" + (f", {attack.upper()} eps={result['eps_255']:g}/255" if attack != "none" else ""))
+    if attack != "none":
+        rows.append(["ROBUST (worst case)", result["robust_float"], result["robust_grid"], result["robust_chip"], ""])
     typer.echo(table(["inputs", "float acc", "grid acc", "chip acc", "agreement (grid/chip)"], rows))
+    if attack != "none":
+        typer.echo(f"ROBUST: per sample, correct on clean and on every set above ({attack}"
+                   + (", the strong suite" if attack == "autoattack" else
+                      ", a cheap suite" if attack == "fast" else ": one attack, not a strong suite") + ")")
+    for note in result["diagnostics"]:
+        typer.echo(f"warning: {note}")
     typer.echo(f"chip throughput: {result['chip_samples_per_second']:.1f} samples/s")
     if json_out is not None:
         write_json(json_out, result)
@@ -302,8 +318,10 @@ def _eps_list(text: str) -> list[float]:
 @friendly_errors
 def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
-    suite: str = typer.Option("standard", help="'standard' (the paper's Table 1) or a JSON/YAML suite file."),
-    attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce."),
+    suite: str = typer.Option("autoattack", help="'autoattack' (APGD-CE 100, APGD-T, Square 5000: worst case per "
+                                                 "sample), 'fast' (a cheap version), 'standard' (the paper's Table 1) "
+                                                 "or a JSON/YAML suite file."),
+    attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce,apgd-t,square."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
@@ -312,12 +330,12 @@ def evaluate_command(
     sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
-    """Robust accuracy under FGSM, PGD-k, APGD-CE/DLR and Gaussian noise, with per-layer MS-MPPD."""
+    """Robust accuracy: the worst case per sample over an attack suite, each attack's accuracy, per-layer MS-MPPD."""
     from netx_export.export import model_from_checkpoint
 
-    from .attacks import load_suite
+    from .attacks import CASCADE_SUITES, load_suite
     from .data import checkpoint_test_split
-    from .evaluation import build_attacks, evaluate, sweep_eps as run_sweep
+    from .evaluation import build_attacks, evaluate, masking_diagnostics, sweep_eps as run_sweep
     from .io import load_checkpoint, write_json
     from .plots import plot_evaluation, plot_sweep
     from .report import table
@@ -333,17 +351,27 @@ def evaluate_command(
     test = checkpoint_test_split(payload, data_root, limit)
     label = (f"{model.config.neuron.upper()}, {train_cfg.get('dataset', '?')}, "
              f"{train_cfg.get('perturb', '?')}, rho={train_cfg.get('rho', '?')}")
-    output: dict = {"model": label, "eps": eps_value, "eps_255": round(eps_value * 255, 4)}
+    cascade = attacks is None and suite in CASCADE_SUITES
+    suite_name = "attacks " + ",".join(map(str, specs)) if attacks else f"suite {suite}"
+    output: dict = {"model": label, "eps": eps_value, "eps_255": round(eps_value * 255, 4), "suite": suite_name,
+                    "cascade": cascade}
     if sweep is None:
-        result = evaluate(model, test, build_attacks(model, specs, eps_value), progress=not quiet)
-        names = [n for n in result if n not in ("layers", "n")]
-        typer.echo(f"{label}: {result['n']} test samples, eps={eps_value * 255:g}/255, T={model.config.timesteps}")
+        built = build_attacks(model, specs, eps_value)
+        result = evaluate(model, test, built, progress=not quiet, cascade=cascade)
+        result["diagnostics"] = masking_diagnostics(model, test, result, built, cascade)
+        names = [n for n in result if n not in ("layers", "n", "diagnostics")]
+        typer.echo(f"{label}: {result['n']} test samples, eps={eps_value * 255:g}/255, T={model.config.timesteps}; "
+                   f"ROBUST = worst case per sample over {suite_name}"
+                   + ("; each attack ran on what the previous left robust (its column: accuracy after it)"
+                      if cascade else ""))
         typer.echo(table(["Model", *["Clean" if n == "clean" else n.upper() for n in names]],
                          [[label, *[f"{100 * result[n]:.2f}" for n in names]]]))
         typer.echo("\nper-layer MS-MPPD (mean of eps[t]^2 over samples, neurons, time):")
         n_layers = len(model.spiking_neurons)
         typer.echo(table(["attack", *[f"layer {i + 1}" for i in range(n_layers)]],
                          [[a, *[f"{m['ms_mppd']:.4g}" for m in layers]] for a, layers in result["layers"].items()]))
+        for note in result["diagnostics"]:
+            typer.echo(f"warning: {note}")
         output.update(result)
         if plot:
             plot_evaluation(result, plot, title=label)

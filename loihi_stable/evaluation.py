@@ -1,40 +1,64 @@
 """Robust accuracy under a suite of attacks, with per-layer perturbation metrics."""
 from __future__ import annotations
 
+import torch
+
 from .progress import progress_bar
 
-from .attacks import PGD, make_attack
+from .attacks import APGD, PGD, Square, make_attack
 from .data import Split
 from .metrics import layer_metrics, record
 
 
-def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress: bool = True) -> dict:
+def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress: bool = True,
+             cascade: bool = False) -> dict:
     """``attacks`` maps names to callables ``atk(images, labels)`` (ours or torchattacks').
 
-    Returns {"clean": acc, name: acc, ..., "layers": {name: [per-layer metrics]}}; metrics are
-    sample-weighted means over batches.
+    Returns {"clean": acc, name: acc, ..., "robust": worst case per sample, "layers": {...}}.
+    Each attack runs on every sample and reports its own accuracy; with ``cascade`` (AutoAttack's
+    protocol) each runs only on the samples all earlier ones left robust, and its entry is the
+    accuracy after it. ``robust`` (a sample counts only if clean and every attack got it right)
+    is the headline either way. Layer metrics are sample-weighted means over batches; in a
+    cascade they are measured once, on the worst-case points (under "robust").
     """
     leak = model.config.leak
-    correct = dict.fromkeys(["clean", *attacks], 0)
+    correct = dict.fromkeys(["clean", *attacks, "robust"], 0)
     sums: dict[str, list[dict]] = {}
+
+    def add_layers(name, clean_layers, adv_layers, n):
+        metrics = [layer_metrics(c, a, leak) for c, a in zip(clean_layers, adv_layers)]
+        acc = sums.setdefault(name, [dict.fromkeys(m, 0.0) for m in metrics])
+        for total, layer in zip(acc, metrics):
+            for key, value in layer.items():
+                total[key] += value * n
+
     batches = range(0, len(data), batch_size)
     bar = progress_bar(total=len(batches) * (1 + len(attacks)), desc="eval", unit="attack-batch", disable=not progress)
     for start in batches:
         x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
         logits, clean_layers = record(model, x)
-        correct["clean"] += (logits.argmax(1) == y).sum().item()
+        robust = logits.argmax(1) == y
+        correct["clean"] += robust.sum().item()
+        worst = x.clone()
         bar.update(1)
         for name, attack in attacks.items():
             bar.set_postfix(attack=name, refresh=False)
-            adv = attack(x, y).reshape(x.shape)
-            logits_adv, adv_layers = record(model, adv)
-            correct[name] += (logits_adv.argmax(1) == y).sum().item()
-            metrics = [layer_metrics(c, a, leak) for c, a in zip(clean_layers, adv_layers)]
-            acc = sums.setdefault(name, [dict.fromkeys(m, 0.0) for m in metrics])
-            for total, layer in zip(acc, metrics):
-                for key, value in layer.items():
-                    total[key] += value * len(y)
+            idx = robust.nonzero().flatten() if cascade else torch.arange(len(y))
+            if idx.numel():
+                adv = attack(x[idx], y[idx]).reshape(x[idx].shape)
+                with torch.no_grad():
+                    broken = model(adv).argmax(1) != y[idx]
+                worst[idx[broken & robust[idx]]] = adv[broken & robust[idx]]
+                if not cascade:
+                    correct[name] += (~broken).sum().item()
+                    add_layers(name, clean_layers, record(model, adv)[1], len(y))
+                robust[idx[broken]] = False
+            if cascade:
+                correct[name] += robust.sum().item()
             bar.update(1)
+        correct["robust"] += robust.sum().item()
+        if cascade:
+            add_layers("robust", clean_layers, record(model, worst)[1], len(y))
     bar.close()
     n = max(len(data), 1)
     result = {name: count / n for name, count in correct.items()}
@@ -42,6 +66,43 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
                         for name, layers in sums.items()}
     result["n"] = len(data)
     return result
+
+
+def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """AutoAttack's cascade: each attack on the samples the earlier ones left robust; per sample the
+    first point that breaks it (the clean input where nothing does)."""
+    worst = x.clone()
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        with torch.no_grad():
+            robust = model(xb).argmax(1) == yb
+        for attack in attacks.values():
+            idx = robust.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            adv = attack(xb[idx], yb[idx]).reshape(xb[idx].shape)
+            with torch.no_grad():
+                broken = model(adv).argmax(1) != yb[idx]
+            worst[start + idx[broken]] = adv[broken]
+            robust[idx[broken]] = False
+    return worst
+
+
+def masking_diagnostics(model, data: Split, result: dict, attacks: dict, cascade: bool, sample: int = 100) -> list[str]:
+    """AutoAttack's flags for an evaluation that gradient masking may have made look robust."""
+    notes = []
+    names = list(attacks)
+    for i, (name, attack) in enumerate(attacks.items()):
+        if cascade and i and isinstance(attack, Square) and result[name] < result[names[i - 1]]:
+            broken = round((result[names[i - 1]] - result[name]) * result["n"])
+            notes.append(f"Square (query-only) broke {broken} sample(s) the gradient attacks missed: gradients may "
+                         "be masked; trust the worst case, not any single white-box number")
+    head = data.head(sample)
+    unbounded = evaluate(model, head, {"apgd-ce": APGD(model, eps=1.0, steps=10)}, progress=False)["apgd-ce"]
+    if unbounded > 0.1:
+        notes.append(f"at eps = 1 (any image) APGD-CE still leaves {100 * unbounded:.0f}% of {len(head)} samples "
+                     "correct, where ~0% is expected: the gradient does not lead anywhere (masking)")
+    return notes
 
 
 def build_attacks(model, specs: list, eps: float) -> dict:

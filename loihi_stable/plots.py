@@ -25,8 +25,9 @@ def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
     plt = pyplot()
     attacks = [name for name in result["layers"]]
     fig, (ax_acc, ax_mppd) = plt.subplots(1, 2, figsize=(12, 4))
-    names = ["clean", *attacks]
-    ax_acc.bar(names, [100 * result[n] for n in names], color=["#4c72b0"] + ["#dd8452"] * len(attacks))
+    names = [n for n, v in result.items() if isinstance(v, float)]  # clean, each attack, robust (worst case)
+    colours = ["#4c72b0" if n == "clean" else "#c44e52" if n == "robust" else "#dd8452" for n in names]
+    ax_acc.bar(names, [100 * result[n] for n in names], color=colours)
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_ylim(0, 100)
     ax_acc.tick_params(axis="x", rotation=45)

@@ -6,48 +6,65 @@ import time
 import numpy as np
 import torch
 
-from loihi_stable.attacks import PGD, make_attack
+from loihi_stable.attacks import SUITES, Square, load_suite
+from loihi_stable.evaluation import build_attacks, worst_case_inputs
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
 
 from netx_export.backends import run_on
 from netx_export.chip_model import grid_model
+from netx_export.emulator import emulate
 from netx_export.export import check_spec_matches, model_from_checkpoint
 from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
 
-ATTACKS = ("none", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "gaussian")
+ATTACKS = ("none", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian")
 CRAFTING = ("chip-aware", "from-float")
 
 
-def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware",
-          seed: int = 0) -> torch.Tensor:
-    """Adversarial inputs through the surrogate gradient of ``model``.
+def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware") -> torch.Tensor:
+    """Adversarial inputs for ``model``: one attack of the registry (``pgd`` is pgd10, the same
+    attack as ``eval``'s), or a suite's cascade, the worst case per sample.
 
     chip-aware: on the grid model (values bit-exact to the chip), straight-through the quantizers;
-    from-float: on the same weights in float arithmetic: a check of what
-    quantization does to an attack, not a transfer from another model.
+    from-float: on the same weights in float arithmetic: a check of what quantization does to an
+    attack, not a transfer from another model (``transfer_from`` is that).
     """
     if attack not in ATTACKS[1:]:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
     if crafting not in CRAFTING:
         raise UserError(f"unknown crafting '{crafting}': choose one of {', '.join(CRAFTING)}")
-    atk = (PGD(model, eps=eps, alpha=max(eps / 4, 1 / 255), steps=10, seed=seed) if attack == "pgd"
-           else make_attack(attack, model, eps)[1])
+    specs = load_suite(attack) if attack in SUITES else ["pgd10" if attack == "pgd" else attack]
+    attacks = build_attacks(model, specs, eps)
     if crafting == "from-float":
         with model.arithmetic("float"):
-            return atk(x, y)
-    return atk(x, y)
+            return worst_case_inputs(model, attacks, x, y)
+    return worst_case_inputs(model, attacks, x, y)
+
+
+def square_on_chip(spec: NetSpec, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int) -> torch.Tensor:
+    """Square run against the chip itself (the emulator, bit-exact to Loihi2SimCfg): logits only,
+    no model, no gradient; the check that the white-box attacks are not fooled by the surrogate."""
+    def chip_logits(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(emulate(spec, images.reshape(len(images), -1).numpy()).readout).double()
+
+    return Square(None, eps=eps, n_queries=queries, logits=chip_logits).perturb(x, y, None)
+
+
+CHIP_SQUARE_QUERIES = (5000, 500)  # dense, conv: each query is one emulator pass over the robust samples
 
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
             limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None,
-            data_root: str | None = None) -> dict:
+            data_root: str | None = None, transfer_from=None) -> dict:
     """Accuracy of the three versions of the network, and how often grid and chip agree, per input set.
 
     Versions: float (the trained weights in plain float), grid (the torch model on the chip's
     integers: the QAT model, or the file's ChipModel for conv networks), chip (Lava or the
-    emulator). Input sets: clean, the attack crafted chip-aware on the grid model (named after
-    the attack) and, for gradient attacks, crafted on the float version ("<attack>-from-float").
+    emulator). Input sets: clean, the attack (or a suite's cascade) crafted chip-aware on the grid
+    model (named after it), crafted on the float version ("<attack>-from-float"), on an independently
+    trained model (``transfer_from``: "<attack>-transfer") and, for suites, Square against the chip
+    itself ("square<q>-on-chip", query-only). ``robust`` is the chip's worst case per sample over
+    every set; ``robust_float`` and ``robust_grid`` the same for the other two versions.
     """
     if attack not in ATTACKS:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
@@ -62,6 +79,12 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
         sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware")
         if attack != "gaussian":
             sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float")
+        if transfer_from is not None:
+            sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware")
+        if attack in SUITES:
+            square = next(a for a in build_attacks(grid, load_suite(attack), eps).values() if isinstance(a, Square))
+            queries = min(square.n_queries, CHIP_SQUARE_QUERIES[spec.arch != "mlp"])
+            sets[f"square{queries}-on-chip"] = square_on_chip(spec, test.x, test.y, eps, queries)
     start = time.perf_counter()
     inputs = torch.cat(list(sets.values()))
     chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions
@@ -78,7 +101,19 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
         results[name] = {"accuracy_float": float(np.mean(f == y)), "accuracy_grid": float(np.mean(g == y)),
                          "accuracy_chip": float(np.mean(c == y)), "agreement": float(np.mean(g == c))}
     headline = results[attack if attack != "none" else "clean"]
-    return {**headline, "n": n, "backend": backend, "attack": attack, "eps": eps,
+    worst = {}
+    for version, predictions in (("float", floats), ("grid", grids), ("chip", chip)):
+        correct = (predictions.reshape(len(sets), n) == y).all(0)  # clean and every attack
+        worst[f"robust_{version}"] = float(correct.mean())
+    diagnostics = []
+    square_set = next((name for name in sets if name.endswith("-on-chip")), None)
+    if square_set:
+        by_set = chip.reshape(len(sets), n) == y
+        missed = int((by_set[list(sets).index(attack)] & ~by_set[list(sets).index(square_set)]).sum())
+        if missed:
+            diagnostics.append(f"Square against the chip (query-only) broke {missed} sample(s) the white-box suite "
+                               "missed: gradients may be masked; trust the worst case")
+    return {**headline, **worst, "robust": worst["robust_chip"], "diagnostics": diagnostics, "sets": list(sets), "n": n, "backend": backend, "attack": attack, "eps": eps,
             "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,
             "dataset": spec.dataset,
             "dlif_schedule": ("n/a" if spec.neuron != "dlif" or backend == "emulator"

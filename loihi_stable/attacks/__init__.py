@@ -1,11 +1,13 @@
 """White-box attacks through the surrogate gradient on f(x) = mean_t logits (torchattacks-style)."""
 from .apgd import APGD, dlr_loss
+from .apgd_targeted import APGDT, targeted_dlr_loss
 from .base import Attack
 from .fgsm import FGSM
 from .gaussian import GaussianNoise
 from .pgd import PGD
-from .registry import STANDARD_SUITE, load_suite, make_attack
+from .registry import CASCADE_SUITES, STANDARD_SUITE, SUITES, load_suite, make_attack
+from .square import Square
 from .rfgsm import RFGSM
 
-__all__ = ["APGD", "Attack", "FGSM", "GaussianNoise", "PGD", "RFGSM", "STANDARD_SUITE",
-           "dlr_loss", "load_suite", "make_attack"]
+__all__ = ["APGD", "APGDT", "Attack", "CASCADE_SUITES", "FGSM", "GaussianNoise", "PGD", "RFGSM", "STANDARD_SUITE",
+           "SUITES", "Square", "dlr_loss", "load_suite", "make_attack", "targeted_dlr_loss"]

@@ -42,17 +42,16 @@ class APGD(Attack):
             idx = robust.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            best, fooled = self._single_run(images[idx], labels[idx], generator)
+            best, fooled = self._single_run(images[idx], labels[idx], generator, LOSSES[self.loss])
             adv[idx] = best
             robust[idx[fooled]] = False
         return adv
 
-    def _single_run(self, x, y, generator):
+    def _single_run(self, x, y, generator, loss_fn):
         n, steps = len(x), self.steps
         k = max(int(0.22 * steps), 1)
         k_min, k_decrement = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
         per_sample = (n,) + (1,) * (x.dim() - 1)
-        loss_fn = LOSSES[self.loss]
 
         t = uniform_noise(x.shape, generator, x.device)
         t_max = t.flatten(1).abs().max(1).values.view(per_sample)
