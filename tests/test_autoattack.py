@@ -3,7 +3,8 @@ sample, and a cross-check against the original AutoAttack code (pyautoattack).""
 import pytest
 import torch
 
-from loihi_stable.attacks import APGDT, Square, load_suite, make_attack
+from loihi_stable.attacks import APGDT, FABT, Square, load_suite, make_attack
+from loihi_stable.attacks.fab import project_onto_hyperplane_linf
 from loihi_stable.evaluation import build_attacks, evaluate
 from netx_export.export import model_from_checkpoint
 
@@ -19,6 +20,7 @@ def batch(digits):
 
 
 @pytest.mark.parametrize("make", [lambda m: APGDT(m, eps=8 / 255, steps=10, n_target_classes=3),
+                                  lambda m: FABT(m, eps=8 / 255, steps=20, n_target_classes=3),
                                   lambda m: Square(m, eps=8 / 255, n_queries=200)])
 def test_new_attacks_stay_in_range_and_ball_and_break_something(model, batch, make):
     x, y = batch
@@ -28,6 +30,41 @@ def test_new_attacks_stay_in_range_and_ball_and_break_something(model, batch, ma
     with torch.no_grad():
         clean, robust = (model(x).argmax(1) == y).sum(), (model(adv).argmax(1) == y).sum()
     assert robust < clean
+
+
+def test_fab_finds_minimal_norm_points_below_eps(model, batch):
+    """Every sample FAB-T breaks is misclassified at an L-inf distance at most eps, the smallest FAB found;
+    a larger eps breaks at least as many."""
+    x, y = batch
+    small, large = FABT(model, eps=4 / 255, steps=30, n_target_classes=3), FABT(model, eps=16 / 255, steps=30, n_target_classes=3)
+    adv_small, adv_large = small(x, y), large(x, y)
+    with torch.no_grad():
+        broken = model(adv_small).argmax(1) != y
+        clean_wrong = model(x).argmax(1) != y
+    newly = broken & ~clean_wrong
+    distance = (adv_small - x).flatten(1).abs().max(1).values
+    assert newly.any() and (distance[newly] <= 4 / 255 + 1e-6).all()
+    assert torch.allclose(distance[newly], small.min_norm[newly])
+    not_broken = ~broken & ~clean_wrong  # what it did not break, it found no point within eps for
+    assert (small.min_norm[not_broken] > 4 / 255).all()
+    with torch.no_grad():
+        assert (model(adv_large).argmax(1) != y).sum() >= broken.sum()
+
+
+def test_fab_projection_matches_a_brute_force_on_small_cases():
+    """The L-inf projection onto w.x = b inside [0, 1]: the step reaches the plane (where the box allows)
+    and no smaller uniform step does."""
+    torch.manual_seed(0)
+    points, w, b = torch.rand(200, 5), torch.randn(200, 5), torch.randn(200) * 0.5
+    d = project_onto_hyperplane_linf(points, w, b)
+    moved = points + d
+    assert moved.min() >= -1e-6 and moved.max() <= 1 + 1e-6
+    reachable = ((w.clamp(min=0).sum(1) >= b) & (w.clamp(max=0).sum(1) <= b))  # the plane meets the box
+    on_plane = ((w * moved).sum(1) - b).abs() < 1e-4
+    assert on_plane[reachable].float().mean() > 0.99
+    shrunk = points + 0.98 * d  # a shorter step (same direction) stays on the starting side
+    start_side = torch.sign((w * points).sum(1) - b)
+    assert (torch.sign((w * shrunk).sum(1) - b) == start_side)[reachable & (d.abs().max(1).values > 1e-4)].all()
 
 
 def test_square_never_asks_for_a_gradient(model, batch):
@@ -73,7 +110,7 @@ def test_robust_is_the_worst_case_per_sample(model, digits, cascade):
 
 
 def test_named_suites():
-    assert [a if isinstance(a, str) else a["name"] for a in load_suite("autoattack")] == ["apgd-ce100", "apgd-t", "square"]
+    assert [a if isinstance(a, str) else a["name"] for a in load_suite("autoattack")] == ["apgd-ce100", "apgd-t", "fab-t", "square"]
     assert make_attack("apgd-ce100", None, 8 / 255)[1].steps == 100
     assert make_attack("apgd-t", None, 8 / 255)[1].n_target_classes == 9
     assert make_attack("square", None, 8 / 255)[1].n_queries == 5000

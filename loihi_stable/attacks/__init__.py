@@ -2,6 +2,7 @@
 from .apgd import APGD, dlr_loss
 from .apgd_targeted import APGDT, targeted_dlr_loss
 from .base import Attack
+from .fab import FABT
 from .fgsm import FGSM
 from .gaussian import GaussianNoise
 from .pgd import PGD
@@ -9,5 +10,5 @@ from .registry import CASCADE_SUITES, STANDARD_SUITE, SUITES, load_suite, make_a
 from .square import Square
 from .rfgsm import RFGSM
 
-__all__ = ["APGD", "APGDT", "Attack", "CASCADE_SUITES", "FGSM", "GaussianNoise", "PGD", "RFGSM", "STANDARD_SUITE",
+__all__ = ["APGD", "APGDT", "Attack", "FABT", "CASCADE_SUITES", "FGSM", "GaussianNoise", "PGD", "RFGSM", "STANDARD_SUITE",
            "SUITES", "Square", "dlr_loss", "load_suite", "make_attack", "targeted_dlr_loss"]

@@ -10,6 +10,7 @@ from ..errors import UserError
 from ..budget import read_fraction
 from .apgd import APGD
 from .apgd_targeted import APGDT
+from .fab import FABT
 from .fgsm import FGSM
 from .gaussian import GaussianNoise
 from .pgd import PGD
@@ -17,13 +18,13 @@ from .square import Square
 
 # the columns of the paper's Table 1 (APGD with torchattacks' 10 steps, as the paper ran it), plus Gaussian noise
 STANDARD_SUITE = ["fgsm", "pgd7", "pgd10", "pgd20", "pgd40", "apgd-ce", "apgd-dlr", "gaussian"]
-# AutoAttack's standard L-inf evaluation (Croce & Hein 2020) without FAB-T, each attack on the samples the
-# previous ones left robust; "fast" is the same cascade at a fraction of the cost (CI, quick looks)
-AUTOATTACK_SUITE = ["apgd-ce100", "apgd-t", "square"]
+# AutoAttack's standard L-inf evaluation (Croce & Hein 2020), each attack on the samples the previous
+# ones left robust; "fast" is a shorter cascade at a fraction of the cost (CI, quick looks; no FAB-T)
+AUTOATTACK_SUITE = ["apgd-ce100", "apgd-t", "fab-t", "square"]
 FAST_SUITE = ["apgd-ce20", {"name": "apgd-t20", "type": "apgd-t", "steps": 20, "n_target_classes": 3}, "square500"]
 SUITES = {"standard": STANDARD_SUITE, "autoattack": AUTOATTACK_SUITE, "fast": FAST_SUITE}
 CASCADE_SUITES = ("autoattack", "fast")  # only the worst case per sample counts: attack what is still robust
-KINDS = ("fgsm", "pgd", "apgd", "apgd-t", "square", "gaussian")
+KINDS = ("fgsm", "pgd", "apgd", "apgd-t", "fab-t", "square", "gaussian")
 
 
 MAX_STEPS = 10_000           # an attack of more iterations is a typo, not an evaluation
@@ -76,19 +77,21 @@ def _make_attack(spec: str | dict, model, eps: float):
             return name, APGD(model, eps=eps, loss=match.group(1), steps=_steps(spec, match.group(2), 10))
         if match := re.fullmatch(r"apgd-t(\d*)", name):
             return name, APGDT(model, eps=eps, steps=_steps(spec, match.group(1), 100))
+        if match := re.fullmatch(r"fab-t(\d*)", name):
+            return name, FABT(model, eps=eps, steps=_steps(spec, match.group(1), 100))
         if match := re.fullmatch(r"square(\d*)", name):
             return name, Square(model, eps=eps, n_queries=_steps(spec, match.group(1), 5000))
         if name == "gaussian":
             return name, GaussianNoise(model, eps=eps)
         raise UserError(f"unknown attack '{spec}': use fgsm, pgd<steps> (e.g. pgd10), apgd-ce[steps], apgd-dlr[steps], "
-                        "apgd-t[steps], square[queries] or gaussian")
+                        "apgd-t[steps], fab-t[steps], square[queries] or gaussian")
     options = dict(spec)
     name, kind = options.pop("name", None), options.pop("type", None)
     if not name or kind not in KINDS:
         raise UserError(f"suite entry {spec} needs a 'name' and a 'type' out of {', '.join(KINDS)}")
     options = _checked_options(options)
     options.setdefault("eps", eps)
-    cls = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "square": Square, "gaussian": GaussianNoise}[kind]
+    cls = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "fab-t": FABT, "square": Square, "gaussian": GaussianNoise}[kind]
     try:
         return name, cls(model, **options)
     except (TypeError, ValueError) as err:
