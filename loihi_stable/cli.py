@@ -197,6 +197,17 @@ def train(
         torch.distributed.destroy_process_group()
 
 
+def _device(name: str):
+    """'auto' -> the GPU where there is one; 'cuda' without one is a one-line error."""
+    import torch
+
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown --device '{name}': choose auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def _init_distributed(use_cuda: bool) -> tuple[int, int]:
     """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -328,13 +339,14 @@ def evaluate_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of the results."),
     sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
+    device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the attacks run, batched."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Robust accuracy: the worst case per sample over an attack suite, each attack's accuracy, per-layer MS-MPPD."""
     from netx_export.export import model_from_checkpoint
 
     from .attacks import CASCADE_SUITES, load_suite
-    from .data import checkpoint_test_split
+    from .data import Split, checkpoint_test_split
     from .evaluation import build_attacks, evaluate, masking_diagnostics, sweep_eps as run_sweep
     from .io import load_checkpoint, write_json
     from .plots import plot_evaluation, plot_sweep
@@ -345,10 +357,12 @@ def evaluate_command(
     check_limit(limit)
     guards.check_outputs({"--json": json_out, "--plot": plot}, [checkpoint])
     specs = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else load_suite(suite)
+    target = _device(device)
     payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload).to(target)
     train_cfg = payload.get("train_config", {})
     test = checkpoint_test_split(payload, data_root, limit)
+    test = Split(test.x.to(target), test.y.to(target))
     label = (f"{model.config.neuron.upper()}, {train_cfg.get('dataset', '?')}, "
              f"{train_cfg.get('perturb', '?')}, rho={train_cfg.get('rho', '?')}")
     cascade = attacks is None and suite in CASCADE_SUITES
@@ -392,7 +406,8 @@ def evaluate_command(
 def check_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
     network: Optional[Path] = typer.Argument(None, help="Its NetX export (default: exported on the fly)."),
-    attack: str = typer.Option("pgd", help="fgsm, pgd, apgd-ce, apgd-dlr or gaussian."),
+    attack: str = typer.Option("autoattack", help="autoattack or fast (worst case per sample of the suite), or one of "
+                                                  "fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, gaussian."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
@@ -439,7 +454,8 @@ def check_command(
     acc = result["accuracy"]
     typer.echo(table(["inputs", "float acc", "chip acc", "gap"],
                      [["clean", acc["float_clean"], acc["chip_clean"], f"{acc['gap_clean'] + 0.0:+.4f}"],
-                      [attack, acc["float_adv"], acc["chip_adv"], f"{acc['gap_adv'] + 0.0:+.4f}"]]))
+                      [attack + (" (worst case)" if attack in ("autoattack", "fast") else ""), acc["float_adv"],
+                       acc["chip_adv"], f"{acc['gap_adv'] + 0.0:+.4f}"]]))
     if "emulator_matches_chip" in result:
         typer.echo(f"emulator matches {backend} bit for bit: {result['emulator_matches_chip']}")
     if plot:

@@ -78,7 +78,7 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
            "chip_adv": float(np.mean(preds_chip[n:] == labels))}
     acc["gap_clean"] = acc["chip_clean"] - acc["float_clean"]
     acc["gap_adv"] = acc["chip_adv"] - acc["float_adv"]
-    result.update(layers=layers, accuracy=acc, amplified_layers=[l["layer"] for l in layers if l["amplified"]])
+    result.update(layers=layers, accuracy=acc, robust=acc["chip_adv"], amplified_layers=[l["layer"] for l in layers if l["amplified"]])
     result["_traces"] = traces
     return result
 
