@@ -294,6 +294,11 @@ def run(
 
         from .io import load_checkpoint
         source = model_from_checkpoint(load_checkpoint(transfer_from))
+        own = spec.checkpoint["model_config"]
+        if (source.config.in_features, source.config.input_shape, source.config.classes) != \
+                (own.get("in_features"), own.get("input_shape"), own.get("classes")):
+            raise UserError(f"--transfer-from '{transfer_from}' takes other inputs or classes than '{network}': "
+                            "give a checkpoint trained on the same data set")
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule,
                      data_root=data_root, transfer_from=source)
     rows = [[name, r["accuracy_float"], r["accuracy_grid"], r["accuracy_chip"], r["agreement"]]

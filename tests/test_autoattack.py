@@ -138,3 +138,28 @@ def test_within_one_point_of_the_original_autoattack(model, digits):
     with torch.no_grad():
         theirs = (net(adv).argmax(1) == data.y).float().mean().item()
     assert abs(ours["robust"] - theirs) <= 0.01, (ours["robust"], theirs)
+
+
+def test_run_reports_the_chips_worst_case_over_every_set(tmp_path, lif_checkpoint, dlif_checkpoint):
+    """`run --attack fast`: the suite chip-aware, from the float twin, from another model, Square against
+    the chip; `robust` is the per-sample worst case, at most every set's accuracy."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from loihi_stable.cli import app
+    from loihi_stable.io import save_checkpoint
+
+    save_checkpoint(tmp_path / "lif.pt", lif_checkpoint)
+    save_checkpoint(tmp_path / "other.pt", dlif_checkpoint)
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", str(tmp_path / "lif.pt"), "-o", str(tmp_path / "lif.net")]).exit_code == 0
+    result = runner.invoke(app, ["run", "--backend", "emulator", "--attack", "fast", "--limit", "48", "--quiet",
+                                 "--transfer-from", str(tmp_path / "other.pt"), "--json", str(tmp_path / "r.json"),
+                                 str(tmp_path / "lif.net")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["results"]) == ["clean", "fast", "fast-from-float", "fast-transfer", "square500-on-chip"]
+    assert report["robust"] == report["robust_chip"] <= min(r["accuracy_chip"] for r in report["results"].values())
+    assert report["robust"] < report["results"]["clean"]["accuracy_chip"]
+    assert "ROBUST" in result.output
