@@ -41,20 +41,14 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
         correct["clean"] += robust.sum().item()
         worst = x.clone()
         bar.update(1)
-        for name, attack in attacks.items():
+        for name, idx, adv, broken, newly in _attack_each(model, attacks, x, y, robust, cascade):
             bar.set_postfix(attack=name, refresh=False)
-            idx = robust.nonzero().flatten() if cascade else torch.arange(len(y))
-            if idx.numel():
-                adv = attack(x[idx], y[idx]).reshape(x[idx].shape)
-                with torch.no_grad():
-                    broken = model(adv).argmax(1) != y[idx]
-                worst[idx[broken & robust[idx]]] = adv[broken & robust[idx]]
-                if not cascade:
-                    correct[name] += (~broken).sum().item()
-                    add_layers(name, clean_layers, record(model, adv)[1], len(y))
-                robust[idx[broken]] = False
+            worst[idx[newly]] = adv[newly]
             if cascade:
-                correct[name] += robust.sum().item()
+                correct[name] += (robust.sum() - newly.sum()).item()
+            else:
+                correct[name] += (~broken).sum().item()
+                add_layers(name, clean_layers, record(model, adv)[1], len(y))
             bar.update(1)
         correct["robust"] += robust.sum().item()
         if cascade:
@@ -68,6 +62,19 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
     return result
 
 
+def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor, cascade: bool):
+    """Run each attack on ``x`` (with ``cascade`` only on the samples still ``robust``), yielding
+    (name, idx, adv, broken, newly broken); ``robust`` is updated in place after each yield."""
+    for name, attack in attacks.items():
+        idx = robust.nonzero().flatten() if cascade else torch.arange(len(y), device=y.device)
+        adv = attack(x[idx], y[idx]).reshape(x[idx].shape) if idx.numel() else x[idx]
+        with torch.no_grad():
+            broken = model(adv).argmax(1) != y[idx] if idx.numel() else y[idx] != y[idx]
+        newly = broken & robust[idx]
+        yield name, idx, adv, broken, newly
+        robust[idx[broken]] = False
+
+
 def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """AutoAttack's cascade: each attack on the samples the earlier ones left robust; per sample the
     first point that breaks it (the clean input where nothing does)."""
@@ -76,15 +83,8 @@ def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, ba
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         with torch.no_grad():
             robust = model(xb).argmax(1) == yb
-        for attack in attacks.values():
-            idx = robust.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            adv = attack(xb[idx], yb[idx]).reshape(xb[idx].shape)
-            with torch.no_grad():
-                broken = model(adv).argmax(1) != yb[idx]
-            worst[start + idx[broken]] = adv[broken]
-            robust[idx[broken]] = False
+        for _, idx, adv, _, newly in _attack_each(model, attacks, xb, yb, robust, cascade=True):
+            worst[start + idx[newly]] = adv[newly]
     return worst
 
 
