@@ -7,12 +7,15 @@ own process group: Ctrl-C reaches only the command's own process, which kills th
 SIGKILL, unlinks the shared-memory segments the group created, and re-raises. The child records
 every segment it (or a worker) creates in a small file beside them, so segments left by a run
 whose parent was SIGKILLed are removed by the next run; a watchdog thread in the child kills its
-group when the parent disappears.
+group when the parent disappears. Named semaphores are recorded the same way; the one thing no
+name can be known for in advance is glibc's ``sem.XXXXXX`` temp file of a ``sem_open`` cut short
+by the kill, so those are swept by age once the group is dead.
 """
 from __future__ import annotations
 
 import multiprocessing.connection
 import os
+import re
 import secrets
 import signal
 import threading
@@ -22,6 +25,7 @@ from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
 RECORD_PREFIX = "loihi-stable-lava-"  # <prefix><parent pid>-<child pid>: one segment name per line
+SEM_OPEN_TEMP = re.compile(r"sem\.[A-Za-z0-9]{6}")  # glibc's sem_open: temp file, then link to the name
 
 
 def _alive(pid: int) -> bool:
@@ -38,24 +42,60 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _record_segments(record: Path) -> None:
-    """Write the name of every SharedMemory this process (and its forks) creates to ``record``,
-    before the segment exists, so a kill at any moment leaves no segment unlisted."""
-    from multiprocessing import shared_memory
+def _append(record: Path, name: str) -> None:
+    try:
+        with open(record, "a") as handle:
+            handle.write(name + "\n")
+    except OSError:  # no /dev/shm here: nothing to clean up after a kill either
+        pass
 
-    original = shared_memory.SharedMemory.__init__
+
+def _record_segments(record: Path) -> None:
+    """Write the name of every SharedMemory and semaphore this process (and its forks) creates to
+    ``record``, before it exists, so a kill at any moment leaves nothing unlisted."""
+    from multiprocessing import shared_memory, synchronize
+
+    original_init = shared_memory.SharedMemory.__init__
+    original_name = synchronize.SemLock._make_name
 
     def recording_init(self, name=None, create=False, size=0):
         if create and name is None:
             name = f"psm_{secrets.token_hex(8)}"
-            try:
-                with open(record, "a") as handle:
-                    handle.write(name + "\n")
-            except OSError:  # no /dev/shm here: nothing to clean up after a kill either
-                pass
-        original(self, name, create, size)
+            _append(record, name)
+        original_init(self, name, create, size)
+
+    def recording_name():
+        name = original_name()  # "/mp-xxxxxxxx", a file "sem.mp-xxxxxxxx" under /dev/shm
+        _append(record, "sem." + name.lstrip("/"))
+        return name
 
     shared_memory.SharedMemory.__init__ = recording_init
+    synchronize.SemLock._make_name = staticmethod(recording_name)
+
+
+def remove_sem_open_temps(since: float, settle: float = 0.1) -> None:
+    """Unlink glibc ``sem.XXXXXX`` temp files made since ``since`` (a time.time()) that outlive
+    ``settle`` seconds: a live sem_open links and unlinks its temp within microseconds, so one
+    still there is the leftover of a process killed inside sem_open."""
+    if not SHM_DIR.is_dir():
+        return
+
+    def temps() -> set[str]:
+        found = set()
+        for path in SHM_DIR.iterdir():
+            try:
+                if SEM_OPEN_TEMP.fullmatch(path.name) and path.stat().st_ctime >= since - 1:
+                    found.add(path.name)
+            except OSError:
+                continue
+        return found
+
+    first = temps()
+    if not first:
+        return
+    time.sleep(settle)
+    for name in first & temps():
+        (SHM_DIR / name).unlink(missing_ok=True)
 
 
 def remove_segments(record: Path) -> None:
@@ -80,7 +120,12 @@ def remove_stale_segments() -> None:
         except ValueError:
             continue
         if not _alive(parent) and not _alive(child):
+            try:
+                started = record.stat().st_ctime
+            except OSError:
+                continue
             remove_segments(record)
+            remove_sem_open_temps(since=started)
 
 
 def _kill_group(pgid: int) -> None:
@@ -88,6 +133,24 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """SIGKILL is asynchronous: wait until no live member of ``pgid`` is left (zombies are dead)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.02)
 
 
 def _watch_parent(parent: int) -> None:
@@ -118,6 +181,7 @@ def run_in_own_group(function, *args, **kwargs):
     error) kills the whole group and unlinks its shared memory before it propagates.
     """
     remove_stale_segments()
+    started = time.time()
     parent = os.getpid()
     receiver, sender = multiprocessing.connection.Pipe(duplex=False)
     pid = os.fork()
@@ -146,7 +210,9 @@ def run_in_own_group(function, *args, **kwargs):
         receiver.close()
         _kill_group(pid)
         os.waitpid(pid, 0)
+        _wait_group_gone(pid)
         remove_segments(record)
+        remove_sem_open_temps(since=started)
     if result[0] == "ok":
         return result[1]
     raise result[1]

@@ -110,6 +110,38 @@ def test_sigkill_leaves_no_workers_and_the_next_run_removes_its_segments(conv_ne
     assert not (tmp_path / "run.json").exists()
 
 
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
+def test_semaphores_are_recorded_before_they_exist(tmp_path):
+    """A kill between sem_open and its unlink leaves "sem.mp-..."; the record must already name it."""
+    record = tmp_path / "record"
+    code = ("import multiprocessing as mp, pathlib, sys; from netx_export import lava_session as s; "
+            "s._record_segments(pathlib.Path(sys.argv[1])); mp.get_context('fork').Lock(); "
+            "from multiprocessing import shared_memory; m = shared_memory.SharedMemory(create=True, size=8); "
+            "m.close(); m.unlink()")
+    subprocess.run([sys.executable, "-c", code, str(record)], check=True)
+    names = record.read_text().split()
+    assert any(n.startswith("sem.mp-") for n in names) and any(n.startswith("psm_") for n in names), names
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
+def test_sem_open_temps_left_by_a_kill_are_swept_and_older_files_kept():
+    from netx_export.lava_session import remove_sem_open_temps
+
+    since = time.time()
+    left = SHM_DIR / "sem.Zq9xY2"  # the shape glibc gives a temp file; "sem.mp-..." names are longer
+    named = SHM_DIR / "sem.mp-keepme12"
+    left.write_bytes(b"")
+    named.write_bytes(b"")
+    try:
+        remove_sem_open_temps(since=since + 60)  # made before the run started: not ours, kept
+        assert left.exists()
+        remove_sem_open_temps(since=since)
+        assert not left.exists() and named.exists()
+    finally:
+        left.unlink(missing_ok=True)
+        named.unlink(missing_ok=True)
+
+
 def test_a_swallowed_ctrl_c_still_stops_every_write(tmp_path):
     """Python drops a KeyboardInterrupt raised inside a weakref callback or __del__; the record of it
     must still stop the command before it writes anything."""
