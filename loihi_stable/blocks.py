@@ -70,8 +70,9 @@ class Readout(torch.nn.Module):
             handle.create_dataset(f"neuron/{key}", data=value)
 
 
-def make_neuron(kind: str, timesteps: int, leak: float, threshold: float) -> DLIF:
-    try:
-        return NEURONS[kind](threshold=threshold, leak=leak, timesteps=timesteps)
-    except KeyError:
-        raise ValueError(f"unknown neuron '{kind}': choose one of {sorted(NEURONS)}") from None
+def make_neuron(config) -> DLIF:
+    """The spiking neuron a ModelConfig asks for (DLIF in its leak or input form, or LIF)."""
+    if config.neuron not in NEURONS:
+        raise ValueError(f"unknown neuron '{config.neuron}': choose one of {sorted(NEURONS)}")
+    options = {"form": config.dlif_form} if config.neuron == "dlif" else {}
+    return NEURONS[config.neuron](threshold=config.threshold, leak=config.leak, timesteps=config.timesteps, **options)

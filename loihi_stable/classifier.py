@@ -26,6 +26,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     classes: int = 10
     neuron: str = "dlif"
+    dlif_form: str = "leak"                 # DLIF's a[t] scales the leak (paper) or p[t] the input (authors' code)
     timesteps: int = 8
     leak: float = 0.99
     threshold: float = 1.0
@@ -74,6 +75,8 @@ class ModelConfig:
         real("weight_scale", self.weight_scale, 0.0, 1e6, low_open=True)
         if not isinstance(self.neuron, str) or not isinstance(self.arch, str):
             raise ValueError("neuron and arch must be names")
+        if self.dlif_form not in ("leak", "input") or (self.dlif_form == "input" and self.neuron != "dlif"):
+            raise ValueError(f"dlif_form must be 'leak' or 'input' (and 'input' only for a DLIF), got {self.dlif_form!r}")
         sizes = [self.in_features, *self.hidden, self.classes]
         if sum(a * b for a, b in zip(sizes, sizes[1:])) > MAX_PARAMETERS and self.arch == "mlp":
             raise ValueError(f"the layer sizes ask for more than {MAX_PARAMETERS:.0e} weights")

@@ -80,6 +80,9 @@ def train(
     data_root: Optional[Path] = typer.Option(None, help="Folder of fashion-mnist IDX files or CIFAR (torchvision layout)."),
     arch: str = typer.Option("mlp", help="mlp, convnet (28x28), convnet-s (8x8), vgg5, vgg11, wrn16-4."),
     neuron: str = typer.Option("dlif", help="Spiking neuron: dlif or lif."),
+    dlif_form: str = typer.Option("leak", help="DLIF's learned step scaling: leak (the paper's equation, "
+                                               "v = lambda*a[t]*u + I; deployable) or input (the authors' code, "
+                                               "v = lambda*u + p[t]*I; float only, not exportable)."),
     perturb: str = typer.Option("rfgsm", help="Training perturbation: none, gaussian, rfgsm (AT) or ibp (certified)."),
     train_eps: Optional[str] = typer.Option(None, "--train-eps",
                                             help="Training budget (default 4/255 rfgsm, 8/255 gaussian and ibp)."),
@@ -87,8 +90,11 @@ def train(
     chi: float = typer.Option(0.5, help="Mixup weight of the clean cross-entropy."),
     mppd_grad: str = typer.Option("both", help="MS-MPPD gradient through both branches (the term as written) "
                                                "or the perturbed branch only (the authors' code)."),
+    stability_loss: str = typer.Option("ms-mppd", help="What rho weighs: ms-mppd (the paper), or the spike distances "
+                                                       "tasad or std of the last spiking layer (its Table 2)."),
     rat: bool = typer.Option(False, "--rat", help="SNN-RAT regulariser after each step (weight decay 0)."),
-    rat_beta: float = typer.Option(0.001, help="RAT's beta (0.001 VGG11, 0.004 WRN16)."),
+    rat_beta: Optional[float] = typer.Option(None, help="RAT's beta (default as the paper: 0.0005 CIFAR-10 VGG11, "
+                                                        "0.001 CIFAR-100 VGG11, 0.004 WRN16, else 0.001)."),
     epochs: int = typer.Option(30, help="Training epochs."),
     batch_size: int = typer.Option(64, help="Global batch size (split across torchrun processes)."),
     timesteps: int = typer.Option(8, help="Time steps T (direct encoding)."),
@@ -96,7 +102,8 @@ def train(
     leak: float = typer.Option(0.99, help="Leak lambda of LIF/DLIF."),
     lr: float = typer.Option(0.1, help="SGD learning rate (cosine decay)."),
     limit: Optional[int] = typer.Option(None, help="Train on the first N samples only (smoke runs)."),
-    val_size: int = typer.Option(500, help="Test samples for the per-epoch clean/PGD accuracy."),
+    val_size: Optional[int] = typer.Option(None, help="Training samples held out to choose the best checkpoint by "
+                                                      "(default 10%, at most 5,000; 0: keep the last epoch)."),
     val_eps: str = typer.Option("8/255", help="Budget of the per-epoch PGD-10 accuracy (0 to skip)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>.last.pt after an interruption."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -107,7 +114,7 @@ def train(
     import torch
 
     from .convnets import ARCHS
-    from .data import dataset_info, load_dataset
+    from .data import dataset_info, default_validation_size, load_dataset, split_validation
     from .models import ModelConfig, build_model
     from .neurons import NEURONS
     from .training import TrainConfig, accuracy
@@ -130,13 +137,21 @@ def train(
     guards.integer("--timesteps", timesteps, 1, 1024)
     guards.integer("--batch-size", batch_size, 1, 1 << 20)
     guards.integer("--epochs", epochs, 1, 100_000)
-    guards.integer("--val-size", val_size, 0, 10**7)
+    if val_size is not None:
+        guards.integer("--val-size", val_size, 0, 10**7)
     guards.integer("--seed", seed, 0, guards.MAX_SEED)
     guards.number("--rho", rho, 0.0, 1e6, fix="the weight of the MS-MPPD term, e.g. 1.0")
     guards.number("--chi", chi, 0.0, 1.0, fix="the mixup weight of the clean cross-entropy, e.g. 0.5")
     guards.number("--lr", lr, 0.0, 100.0, low_open=True, fix="e.g. 0.1")
     guards.number("--leak", leak, 0.0, 1.0, low_open=True, fix="the leak lambda of LIF/DLIF, e.g. 0.99")
-    guards.number("--rat-beta", rat_beta, 0.0, 1.0, fix="e.g. 0.001")
+    if rat_beta is not None:
+        guards.number("--rat-beta", rat_beta, 0.0, 1.0, fix="e.g. 0.001")
+    if dlif_form not in ("leak", "input"):
+        raise UserError(f"unknown --dlif-form '{dlif_form}': choose leak or input")
+    if dlif_form == "input" and neuron != "dlif":
+        raise UserError("--dlif-form input is a DLIF form: add --neuron dlif or drop --dlif-form")
+    if dlif_form == "input" and perturb == "ibp":
+        raise UserError("--perturb ibp bounds the leak-form neuron only: use --dlif-form leak")
     check_limit(limit)
     stem = out.with_suffix("")
     guards.check_outputs({"--out": out, "--out (last checkpoint)": Path(f"{stem}.last.pt"),
@@ -146,7 +161,8 @@ def train(
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
     info = dataset_info(dataset)
-    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad, epochs=epochs,
+    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad,
+                            stability_loss=stability_loss, epochs=epochs,
                             lr=lr, seed=seed, batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
                             val_size=val_size, val_eps=parse_eps(val_eps),
                             data_root=str(data_root) if data_root else None,
@@ -158,9 +174,12 @@ def train(
         keep_freed_memory()  # large T-folded buffers are reused instead of page-faulted in every step
     target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
     train_set, test_set = load_dataset(dataset, data_root)
+    train_set, val_set = split_validation(train_set, default_validation_size(len(train_set))
+                                          if val_size is None else val_size)
+    train_cfg.val_size = len(val_set)
     torch.manual_seed(seed)
     model_cfg = ModelConfig(in_features=int(train_set.x[0].numel()), hidden=sizes, classes=info.classes,
-                            neuron=neuron, timesteps=timesteps, leak=leak, arch=arch,
+                            neuron=neuron, dlif_form=dlif_form, timesteps=timesteps, leak=leak, arch=arch,
                             input_shape=list(info.input_shape) if arch != "mlp" else None,
                             mean=list(info.mean) if arch != "mlp" else None,
                             std=list(info.std) if arch != "mlp" else None)
@@ -175,7 +194,7 @@ def train(
     last = Path(f"{out.with_suffix('')}.last.pt")
     saved_before = last.stat().st_mtime_ns if last.exists() else None
     try:
-        history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=test_set, out=out,
+        history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=val_set, out=out,
                                resume=resume, extra={"metrics": {}})
     except KeyboardInterrupt:
         saved = last.exists() and (saved_before is None or last.stat().st_mtime_ns != saved_before or resume)
@@ -191,8 +210,12 @@ def train(
                    f"{', RAT' if rat else ''} on {dataset} ({len(train_set.head(limit))} samples"
                    f"{f', {world} processes' if world > 1 else ''}) in {seconds:.1f}s: last-epoch test accuracy "
                    f"{clean:.4f} ({len(test_set)} samples); best validation {max(r.get('val_clean') or 0 for r in history):.4f} "
+                   f"({len(val_set)} held-out training samples) "
                    f"-> {out} (best), {out.with_suffix('')}.last.pt, {out.with_suffix('')}.metrics.{{json,csv,png}}"
                    if best else f"nothing to do: {out.with_suffix('')}.last.pt already has {epochs} epochs")
+        if best and neuron == "dlif":
+            from .training import describe_schedules
+            typer.echo(describe_schedules(best, leak))
     if world > 1:
         torch.distributed.destroy_process_group()
 
@@ -502,6 +525,9 @@ def certify_command(
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     dense = model.config.arch == "mlp"
+    if model.config.dlif_form != "leak":
+        raise UserError("S-IBP, S-CROWN and the chip certificate bound the leak-form DLIF only; this checkpoint has an "
+                        "input-form DLIF: certify a model trained with --dlif-form leak (or --neuron lif)")
     if not dense and not chip:
         raise UserError(f"S-IBP and S-CROWN bound dense networks only; a {model.config.arch} network is certified "
                         "on the chip: drop --no-chip")

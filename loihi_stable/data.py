@@ -200,6 +200,33 @@ def checkpoint_test_split(checkpoint: dict, data_root: str | Path | None = None,
     return test.head(limit)
 
 
+VALIDATION_SEED = 12345  # one hold-out per data set, whatever the training seed: runs compare on the same samples
+
+
+def default_validation_size(train_size: int) -> int:
+    """10% of the training data, at most 5,000 samples."""
+    return min(5000, train_size // 10)
+
+
+def split_validation(train: Split, size: int) -> tuple[Split, Split]:
+    """(rest, validation): ``size`` training samples held out, stratified, to choose checkpoints by.
+
+    The test set stays untouched until the final report (no model selection on it).
+    """
+    if size <= 0:
+        return train, Split(train.x[:0], train.y[:0])
+    if size >= len(train):
+        raise UserError(f"--val-size {size} leaves no training data ({len(train)} samples): use a smaller --val-size")
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(train))
+    labels = train.y.numpy()
+    stratify = labels if size >= len(np.unique(labels)) and len(train) - size >= len(np.unique(labels)) else None
+    rest, held = train_test_split(index, test_size=size, random_state=VALIDATION_SEED, stratify=stratify)
+    rest, held = torch.from_numpy(np.sort(rest)), torch.from_numpy(np.sort(held))
+    return Split(train.x[rest], train.y[rest]), Split(train.x[held], train.y[held])
+
+
 def dataset_info(name: str) -> DatasetInfo:
     try:
         return INFO[name]

@@ -17,7 +17,7 @@ class SpikingMLP(SpikingClassifier):
         self.config = config
         sizes = [config.in_features, *config.hidden]
         self.blocks = torch.nn.ModuleList(
-            SpikingDense(make_neuron(config.neuron, config.timesteps, config.leak, config.threshold),
+            SpikingDense(make_neuron(config),
                          n_in, n_out, analog_input=(i == 0), weight_scale=config.weight_scale)
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])))
         self.readout = Readout(sizes[-1], config.classes, weight_scale=config.weight_scale)

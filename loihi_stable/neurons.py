@@ -1,8 +1,12 @@
 """LIF and DLIF neurons on lava-dl SLAYER's neuron machinery.
 
 DLIF (Ding et al., ICML 2024) scales the leak by a trainable a[t] per layer and
-time step: v[t] = lambda*a[t]*u[t-1] + I[t]. LIF is the same neuron with a[t] = 1
-frozen. Both spike on v > threshold (strict, as Loihi), reset hard to 0, use the
+time step: v[t] = lambda*a[t]*u[t-1] + I[t] (the paper's equation, ``form="leak"``);
+a[0] acts on u[-1] = 0, so it is fixed at 1 and not a parameter. The authors' code
+scales the input instead, v[t] = lambda*u[t-1] + p[t]*I[t] (``form="input"``): that
+form trains in float and grid arithmetic but has no Loihi equivalent (a CUBA neuron's
+weights and threshold are the same at every step), so it is not exported. LIF is the
+leak form with a[t] = 1 frozen. All spike on v > threshold (strict, as Loihi), reset hard to 0, use the
 triangle surrogate, and update the voltage with Loihi's integer arithmetic so the
 exported CUBA neuron reproduces them spike for spike.
 """
@@ -94,16 +98,21 @@ class FusedDynamics(torch.autograd.Function):
         return grad_current.movedim(0, -1), grad_decay, None, None, None, None
 
 
+DLIF_FORMS = ("leak", "input")
+
+
 class DLIF(SlayerNeuron):
     """Dynamic LIF with a per-timestep leak scaling a[t] (init 1), exported as a CUBA neuron.
 
-    Input and output use slayer's layout: (batch, features..., time).
+    Input and output use slayer's layout: (batch, features..., time). ``leak_scale`` holds
+    a[1..T-1]; ``input_scale`` (input form only) holds p[0..T-1].
     """
 
     neuron_type = "dlif"
 
     def __init__(self, threshold: float = 1.0, leak: float = 0.99, timesteps: int = 8,
-                 surrogate_width: float = 1.0, learn_leak_scale: bool = True, arithmetic: str = "chip"):
+                 surrogate_width: float = 1.0, learn_leak_scale: bool = True, arithmetic: str = "chip",
+                 form: str = "leak"):
         super().__init__(threshold=threshold, p_scale=fx.DECAY_UNITY, w_scale=fx.WEIGHT_SCALE,
                          s_scale=fx.STATE_SCALE, persistent_state=False,
                          requires_grad=learn_leak_scale)
@@ -117,11 +126,16 @@ class DLIF(SlayerNeuron):
         self.arithmetic = fx.check_arithmetic(arithmetic)
         # graded payload per 1.0 of input (64 in a layer fed pixels): sets the layer's state grid
         self.payload_scale = 1
-        scale = torch.ones(self.timesteps)
-        if learn_leak_scale:
+        if form not in DLIF_FORMS:
+            raise ValueError(f"unknown DLIF form '{form}': choose one of {', '.join(DLIF_FORMS)}")
+        self.form = form
+        scale = torch.ones(self.timesteps - 1)  # a[1..T-1]
+        if learn_leak_scale and form == "leak":
             self.leak_scale = torch.nn.Parameter(scale)
         else:
             self.register_buffer("leak_scale", scale)
+        if form == "input":
+            self.input_scale = torch.nn.Parameter(torch.ones(self.timesteps))
         self.record = False
         self.recording: dict[str, torch.Tensor] = {}
 
@@ -129,24 +143,43 @@ class DLIF(SlayerNeuron):
         """slayer's 8-bit weight quantizer (off in float arithmetic)."""
         return fx.quantize_weight(weight, descale, enabled=self.arithmetic != "float")
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before a[0] stopped being a parameter hold all T values
+        key = prefix + "leak_scale"
+        if key in state_dict and state_dict[key].shape == (self.timesteps,):
+            state_dict[key] = state_dict[key][1:]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # --- parameters as the chip sees them -------------------------------------------
+    def leak_schedule(self) -> torch.Tensor:
+        """a[t] for t = 0..T-1, with a[0] = 1."""
+        return torch.cat([self.leak_scale.new_ones(1), self.leak_scale])
+
+    def learned_schedule(self) -> tuple[str, torch.Tensor]:
+        """What this neuron learns per time step: ("a", a[t]) in the leak form, ("p", p[t]) in the input form."""
+        return ("p", self.input_scale) if self.form == "input" else ("a", self.leak_schedule())
+
     def effective_decay(self) -> torch.Tensor:
         """lambda*a[t] on the 12-bit grid, clamped to [1/4096, 1] (trained as shipped)."""
-        return fx.quantize_decay(self.leak * self.leak_scale, enabled=self.arithmetic != "float")
+        return fx.quantize_decay(self.leak * self.leak_schedule(), enabled=self.arithmetic != "float")
 
     def dv_schedule(self) -> torch.Tensor:
         """Integer voltage decay per time step, as exported (dv[0] acts on u[-1] = 0)."""
         with torch.no_grad():
-            return fx.decay_to_dv(self.leak * self.leak_scale).long()
+            return fx.decay_to_dv(self.leak * self.leak_schedule()).long()
 
     def clamp(self) -> None:
-        """Keep a[t] where lambda*a[t] is representable (call after each optimizer step)."""
-        if isinstance(self.leak_scale, torch.nn.Parameter):
-            with torch.no_grad():
+        """Keep a[t] where lambda*a[t] is representable and p[t] >= 0 (call after each optimizer step)."""
+        with torch.no_grad():
+            if isinstance(self.leak_scale, torch.nn.Parameter):
                 self.leak_scale.clamp_(1.0 / (fx.DECAY_UNITY * self.leak), 1.0 / self.leak)
+            if self.form == "input":
+                self.input_scale.clamp_(min=0.0)
 
     @property
     def device_params(self) -> dict:
+        if self.form != "leak":
+            raise ValueError("an input-form DLIF has no Loihi CUBA equivalent")
         dv = self.dv_schedule().cpu().numpy()
         # stock NetX reads one vDecay: the schedule's typical value (exact for LIF)
         typical = int(round(float(dv[1:].mean()))) if len(dv) > 1 else int(dv[0])
@@ -169,7 +202,9 @@ class DLIF(SlayerNeuron):
         if self.shape is None:
             self.shape = current.shape[1:-1]
         decay = self.effective_decay()[:steps].to(current.dtype)
-        dv = fx.decay_to_dv(decay.detach()) if self.arithmetic == "chip" else None
+        if self.form == "input":
+            current = current * self.input_scale[:steps].to(current.dtype)
+        dv = fx.decay_to_dv(decay.detach()) if self.arithmetic == "chip" and self.form == "leak" else None
         out, voltage = FusedDynamics.apply(current, decay, self.threshold, self.surrogate_width, dv,
                                            self.payload_scale)
         if self.record:
@@ -179,8 +214,10 @@ class DLIF(SlayerNeuron):
     def reference_forward(self, current: torch.Tensor) -> torch.Tensor:
         """The same dynamics as a step-by-step autograd loop (the check for FusedDynamics)."""
         decay = self.effective_decay()
-        exact = self.arithmetic == "chip"
+        exact = self.arithmetic == "chip" and self.form == "leak"
         dv = fx.decay_to_dv(decay.detach())
+        if self.form == "input":
+            current = current * self.input_scale[:current.shape[-1]]
         u = torch.zeros_like(current[..., 0])
         spikes = []
         for t in range(current.shape[-1]):

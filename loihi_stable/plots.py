@@ -82,10 +82,10 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Non
     if "ms_mppd" in history[0]:
         axes[2].plot(epochs, [row["ms_mppd"] for row in history], color="#c44e52")
     axes[2].set_title("MS-MPPD (last spiking layer)")
-    last = history[-1].get("leak_scale", [])
-    for layer, scales in enumerate(last):
+    symbol, key = ("p", "input_scale") if "input_scale" in history[-1] else ("a", "leak_scale")
+    for layer, scales in enumerate(history[-1].get(key, [])):
         axes[3].plot(range(len(scales)), scales, marker="o", label=f"layer {layer + 1}")
-    axes[3].set_title(f"DLIF a[t] after epoch {epochs[-1]}")
+    axes[3].set_title(f"DLIF {symbol}[t] after epoch {epochs[-1]}")
     axes[3].set_xlabel("time step t")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:

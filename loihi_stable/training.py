@@ -23,9 +23,12 @@ from .data import Split
 from .errors import UserError
 from .models import SpikingMLP
 from .metrics.perturbation import ms_mppd
+from .metrics.spike_distance import std as spike_train_distance
+from .metrics.spike_distance import tasad
 
 PERTURBATIONS = ("none", "gaussian", "rfgsm", "ibp")
 MPPD_GRADIENTS = ("perturbed", "both")
+STABILITY_LOSSES = ("ms-mppd", "tasad", "std")  # the paper's term, and the two spike distances of its Table 2
 
 
 @dataclass
@@ -35,6 +38,7 @@ class TrainConfig:
     rho: float = 1.0            # weight of MS-MPPD
     chi: float = 0.5            # mixup weight of the clean cross-entropy
     mppd_grad: str = "both"     # MS-MPPD differentiated as written, or through the perturbed branch only (authors')
+    stability_loss: str = "ms-mppd"  # the term rho weighs: MS-MPPD, or TASAD / STD of the last spiking layer's spikes
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.1
@@ -43,10 +47,10 @@ class TrainConfig:
     train_eps: float | None = None  # default: 4/255 for rfgsm, 8/255 for gaussian and ibp
     seed: int = 0
     rat: bool = False               # SNN-RAT orthogonal retraction after each step
-    rat_beta: float = 0.001         # 0.001 for VGG11, 0.004 for WRN16 (authors' values)
+    rat_beta: float | None = None   # None: the paper's value for the data set and architecture (default_rat_beta)
     augment: bool = False           # random crop 4, flip, Cutout 16 (CIFAR)
     amp: bool = True                # fp16 autocast + grad scaling, on CUDA only
-    val_size: int = 500             # validation subset (first N test samples) per epoch
+    val_size: int | None = None     # validation samples held out of the training data (None: 10%, at most 5,000)
     val_eps: float = 8 / 255        # PGD-10 budget of the per-epoch robust accuracy
     limit: int | None = None        # train on the first N samples (smoke runs)
     data_root: str | None = None    # folder of fashion-mnist / CIFAR files
@@ -56,6 +60,8 @@ class TrainConfig:
             raise UserError(f"unknown perturbation '{self.perturb}': choose one of {', '.join(PERTURBATIONS)}")
         if self.mppd_grad not in MPPD_GRADIENTS:
             raise UserError(f"unknown --mppd-grad '{self.mppd_grad}': choose one of {', '.join(MPPD_GRADIENTS)}")
+        if self.stability_loss not in STABILITY_LOSSES:
+            raise UserError(f"unknown --stability-loss '{self.stability_loss}': choose one of {', '.join(STABILITY_LOSSES)}")
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.rho < 0 or not 0.0 <= self.chi <= 1.0:
@@ -139,24 +145,45 @@ def training_loss(model: SpikingMLP, x, y, perturbation, config: TrainConfig) ->
     return _mixup_loss(model, x, y, x_pert, config)
 
 
+def _forward_with_spikes(model, x, want_spikes: bool):
+    """(per-step logits, last spiking layer's input current, its spikes or None)."""
+    if not want_spikes:
+        return (*model.forward_time(x), None)
+    last = model.spiking_neurons[-1]
+    last.record = True
+    try:
+        logits, current = model.forward_time(x)
+        spikes = last.recording["spike"]
+    finally:
+        last.record, last.recording = False, {}
+    return logits, current, spikes
+
+
 def _mixup_loss(model, x, y, x_pert, config: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """chi*CE(clean) + (1-chi)*CE(perturbed) + rho*MS-MPPD at the last spiking layer.
+    """chi*CE(clean) + (1-chi)*CE(perturbed) + rho*(MS-MPPD, TASAD or STD) at the last spiking layer.
 
     Both passes run in train mode. ``mppd_grad="both"`` differentiates the term as written;
-    ``"perturbed"`` detaches the clean current as the authors' code does, and then the weights
+    ``"perturbed"`` detaches the clean branch as the authors' code does, and then the weights
     chase a target that moves with them: in our ablation MS-MPPD rose during training and
     clean accuracy fell 7-9 points, where "both" lowered MS-MPPD and raised PGD accuracy.
+    TASAD and STD compare spikes, so their gradient is the surrogate's.
     """
-    logits, current = model.forward_time(x)
+    spikes_wanted = config.stability_loss != "ms-mppd"
+    logits, current, spikes = _forward_with_spikes(model, x, spikes_wanted and x_pert is not None)
     ce_clean = torch.nn.functional.cross_entropy(logits.mean(-1).float(), y)
     if x_pert is None:
         return ce_clean, {"ce_clean": ce_clean.item()}
-    logits_p, current_p = model.forward_time(x_pert)
+    logits_p, current_p, spikes_p = _forward_with_spikes(model, x_pert, spikes_wanted)
     ce_pert = torch.nn.functional.cross_entropy(logits_p.mean(-1).float(), y)
-    clean = current if config.mppd_grad == "both" else current.detach()
-    mse = ms_mppd(clean.float(), current_p.float(), model.config.leak)
-    loss = config.chi * ce_clean + (1 - config.chi) * ce_pert + config.rho * mse
-    return loss, {"ce_clean": ce_clean.item(), "ce_pert": ce_pert.item(), "ms_mppd": mse.item()}
+    detach = config.mppd_grad != "both"
+    if config.stability_loss == "ms-mppd":
+        term = ms_mppd((current.detach() if detach else current).float(), current_p.float(), model.config.leak)
+    else:
+        distance = tasad if config.stability_loss == "tasad" else spike_train_distance
+        term = distance((spikes.detach() if detach else spikes).float(), spikes_p.float())
+    loss = config.chi * ce_clean + (1 - config.chi) * ce_pert + config.rho * term
+    return loss, {"ce_clean": ce_clean.item(), "ce_pert": ce_pert.item(),
+                  config.stability_loss.replace("-", "_"): term.item()}
 
 
 @torch.no_grad()
@@ -184,9 +211,31 @@ def robust_accuracy(model, split: Split, eps: float, steps: int = 10, batch_size
     return correct / max(len(split), 1)
 
 
-def leak_scales(model) -> list[list[float]]:
-    """DLIF a[t] per spiking layer (all ones for LIF)."""
-    return [[round(float(a), 5) for a in n.leak_scale.detach().cpu()] for n in model.spiking_neurons]
+def learned_schedules(model) -> dict[str, list[list[float]]]:
+    """Per spiking layer, what a DLIF learns per step: {"leak_scale": a[t]} (all ones for LIF) or,
+    in the input form, {"input_scale": p[t]}."""
+    rows: dict[str, list[list[float]]] = {}
+    for neuron in model.spiking_neurons:
+        symbol, values = neuron.learned_schedule()
+        key = "input_scale" if symbol == "p" else "leak_scale"
+        rows.setdefault(key, []).append([round(float(a), 5) for a in values.detach().cpu()])
+    return rows
+
+
+def describe_schedules(row: dict, leak: float) -> str:
+    """What the DLIF layers learned, for a person: a[t] (or p[t]) per layer, and the steps whose leak
+    sits at the clamp floor 1/4096 (where the neuron forgets its past completely)."""
+    from .fixed_point import DECAY_UNITY
+
+    symbol, key = ("p", "input_scale") if "input_scale" in row else ("a", "leak_scale")
+    lines = [f"learned DLIF {symbol}[t] per layer ({'input' if symbol == 'p' else 'leak'} form):"]
+    for layer, values in enumerate(row.get(key, []), 1):
+        note = ""
+        if symbol == "a":
+            floor = sum(1 for a in values[1:] if leak * a <= 1.5 / DECAY_UNITY)
+            note = f"  ({floor} of {len(values) - 1} steps at the floor)" if floor else ""
+        lines.append(f"  layer {layer}: " + " ".join(f"{v:.3f}" for v in values) + note)
+    return "\n".join(lines)
 
 
 def rng_state() -> dict:
@@ -254,8 +303,12 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
     device = next(model.parameters()).device
     torch.manual_seed(config.seed)
     train_set = train_set.head(config.limit)
-    leak = [p for n, p in model.named_parameters() if n.endswith("leak_scale")]
-    weights = [p for n, p in model.named_parameters() if not n.endswith("leak_scale")]
+    if config.rat_beta is None:
+        from .regularizers import default_rat_beta
+        config.rat_beta = default_rat_beta(config.dataset, model.config.arch)
+    schedules = ("leak_scale", "input_scale")
+    leak = [p for n, p in model.named_parameters() if n.endswith(schedules)]
+    weights = [p for n, p in model.named_parameters() if not n.endswith(schedules)]
     optimizer = torch.optim.SGD([{"params": weights, "weight_decay": config.weight_decay},
                                  {"params": leak, "weight_decay": 0.0}],
                                 lr=config.lr, momentum=config.momentum)
@@ -282,9 +335,8 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
         scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = state["history"], state["best_accuracy"], state["epoch"]
         restore_rng_state(state.get("rng"))
-    if files is not None and val_set is None:
-        val_set = train_set  # something to pick the best checkpoint by
-    val_set = val_set.head(config.val_size) if val_set is not None else None
+    if val_set is not None and len(val_set) == 0:
+        val_set = None  # no hold-out: the best checkpoint is the last one
     generator = torch.Generator().manual_seed(config.seed)
     bar = progress_bar(total=(config.epochs - start_epoch) * steps_per_epoch, desc="train", unit="batch",
                disable=not progress or rank != 0)
@@ -325,13 +377,13 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
             if val_set is not None and rank == 0:
                 row["val_clean"] = accuracy(model, val_set)
                 row["val_pgd"] = robust_accuracy(model, val_set, config.val_eps) if config.val_eps > 0 else None
-            row["leak_scale"] = leak_scales(model)
+            row.update(learned_schedules(model))
             history.append(row)
             if files is not None and rank == 0:
                 payload = {**(extra or {}), "model_config": model.config.to_dict(), "train_config": config.to_dict(),
                            "state_dict": model.state_dict(), "history": history}
-                if row.get("val_clean", -1.0) > best:
-                    best = row["val_clean"]
+                if row.get("val_clean") is None or row["val_clean"] > best:
+                    best = row.get("val_clean", best)
                     save_checkpoint(files.best, {**payload, "metrics": {"best_val_clean": best, "best_epoch": epoch + 1}})
                 save_checkpoint(files.last, {**payload, "optimizer": optimizer.state_dict(),
                                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),

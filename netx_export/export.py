@@ -83,6 +83,10 @@ def chip_spec(model, checkpoint: dict) -> NetSpec:
     """What Loihi gets: every layer in chip integers, plus the input encoding."""
     model.eval()
     config = model.config
+    if config.dlif_form != "leak":
+        raise UserError("an input-form DLIF (v = lambda*u + p[t]*I[t], the authors' code) has no Loihi equivalent: a "
+                        "CUBA neuron's weights and threshold are the same at every step; train with --dlif-form leak "
+                        "(or --neuron lif) to deploy")
     if config.arch == "mlp":
         layers = [_dense_layer(block.synapse, block.neuron.device_params) for block in model.blocks]
         layers.append(_dense_layer(model.readout.synapse, READOUT_NEURON))

@@ -1,4 +1,9 @@
-"""RFGSM as the stable-snn training recipe uses it: tiny Gaussian start, one full signed step."""
+"""RFGSM as the stable-snn training recipe uses it: tiny Gaussian start, one full signed step.
+
+The start is clamped into [0, 1] before the gradient is taken: the models clamp their input,
+so a pixel pushed outside (29% of the digits' pixels, which sit at 0) would get no gradient
+and never move.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +12,7 @@ from .base import Attack
 
 
 class RFGSM(Attack):
-    """x' = clip(x + start*N(0,1) + eps*sign(grad), 0, 1); no projection (as the reference code)."""
+    """x' = clip(x0 + eps*sign(grad(x0)), 0, 1), x0 = clip(x + start*N(0,1), 0, 1); no projection (as the reference)."""
 
     name = "rfgsm"
 
@@ -16,6 +21,7 @@ class RFGSM(Attack):
         self.start = float(start)
 
     def perturb(self, images, labels, generator):
-        start = images + self.start * torch.randn(images.shape, generator=generator, device=images.device)
+        noise = torch.randn(images.shape, generator=generator, device=images.device)
+        start = (images + self.start * noise).clamp(0.0, 1.0)
         _, grad, _ = self.loss_and_grad(start, labels)
         return (start + self.eps * grad.sign()).clamp(0.0, 1.0)
