@@ -152,6 +152,9 @@ def train(
         raise UserError("--dlif-form input is a DLIF form: add --neuron dlif or drop --dlif-form")
     if dlif_form == "input" and perturb == "ibp":
         raise UserError("--perturb ibp bounds the leak-form neuron only: use --dlif-form leak")
+    if perturb == "ibp" and arch == "wrn16-4":
+        raise UserError("--perturb ibp bounds MLPs and the VGG family; wrn16-4's analog residual stream is not "
+                        "supported: choose --arch mlp, convnet-s, convnet, vgg5 or vgg11")
     check_limit(limit)
     stem = out.with_suffix("")
     guards.check_outputs({"--out": out, "--out (last checkpoint)": Path(f"{stem}.last.pt"),
@@ -499,9 +502,10 @@ def certify_command(
     network: Optional[Path] = typer.Argument(None, help="Its NetX export for the on-chip certificate "
                                                         "(default: exported on the fly)."),
     eps: str = typer.Option("2/255", help="L-inf radius to certify, e.g. 2/255."),
-    method: str = typer.Option("both", help="ibp (S-IBP), crown (S-CROWN) or both (verified by either)."),
+    method: str = typer.Option("both", help="ibp (S-IBP), crown (S-CROWN) or both (the better bound per margin)."),
     chip: bool = typer.Option(True, help="Also certify the exported integer model (what Loihi runs)."),
     points: int = typer.Option(8, help="Random points per ball run on the emulator to check the chip bounds."),
+    crown_steps: int = typer.Option(20, help="alpha-CROWN steps optimising S-CROWN's relaxation slopes (0: fixed slopes)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
@@ -528,9 +532,10 @@ def certify_command(
     if model.config.dlif_form != "leak":
         raise UserError("S-IBP, S-CROWN and the chip certificate bound the leak-form DLIF only; this checkpoint has an "
                         "input-form DLIF: certify a model trained with --dlif-form leak (or --neuron lif)")
-    if not dense and not chip:
-        raise UserError(f"S-IBP and S-CROWN bound dense networks only; a {model.config.arch} network is certified "
-                        "on the chip: drop --no-chip")
+    if not dense and not hasattr(model, "layout"):
+        raise UserError(f"S-IBP and S-CROWN bound MLPs and the VGG family (convnet-s, convnet, vgg5, vgg11); "
+                        f"{model.config.arch} has an analog residual stream and no Loihi export")
+    guards.integer("--crown-steps", crown_steps, 0, 10_000)
     spec = None
     if chip and network is None:
         with tempfile.TemporaryDirectory() as folder:
@@ -540,21 +545,25 @@ def certify_command(
         spec = read_netx(network)
         check_spec_matches(spec, model, payload)
     test = checkpoint_test_split(payload, data_root, limit)
-    if not dense:
+    chip_model = None
+    if not dense and spec is not None:
         from netx_export.chip_model import grid_model
 
-        model = grid_model(spec, model)  # clean and PGD of what the chip runs
+        chip_model = grid_model(spec, model)  # clean and PGD of what the chip runs
     result = certify(model, test.x, test.y, eps_value, method, spec=spec, progress=not quiet, check_points=points,
-                     float_bounds=dense)
+                     crown_steps=crown_steps, chip_model=chip_model)
     train_cfg = payload.get("train_config", {})
     config = payload["model_config"]
     typer.echo(f"{str(config.get('neuron')).upper()} {checkpoint} (trained with {train_cfg.get('perturb', '?')}), "
-               f"{result['n']} test samples, eps={eps_value * 255:g}/255, T={config.get('timesteps')}"
-               + ("" if dense else "; conv: clean, PGD and the certificate are the chip's (S-IBP/S-CROWN: dense only)"))
+               f"{result['n']} test samples, eps={eps_value * 255:g}/255, T={config.get('timesteps')}; "
+               f"S-IBP/S-CROWN bound the {'chip-arithmetic' if dense else 'float'} model, 'verified' takes the "
+               f"better bound per margin" + ("" if chip_model is None else "; the chip's clean/PGD are its grid model's"))
     float_columns = [*(["ibp"] if method != "crown" else []), *(["crown"] if method != "ibp" else []), "verified"]
-    columns = ["clean", "pgd", *(float_columns if dense else []), *(["verified_chip"] if spec is not None else [])]
+    columns = ["clean", "pgd", *float_columns,
+               *(["clean_chip", "pgd_chip"] if chip_model is not None else []),
+               *(["verified_chip"] if spec is not None else [])]
     names = {"clean": "clean", "pgd": "PGD-10", "ibp": "S-IBP", "crown": "S-CROWN", "verified": "verified",
-             "verified_chip": "verified on chip"}
+             "clean_chip": "clean (chip)", "pgd_chip": "PGD-10 (chip)", "verified_chip": "verified on chip"}
     typer.echo(table([names[c] for c in columns], [[f"{100 * result[c]:.2f}" for c in columns]]))
     broken = result.get("verified_but_broken_by_pgd", 0) + result.get("verified_chip_but_broken_by_pgd", 0)
     typer.echo(f"verified samples broken by PGD: {broken} (must be 0)")

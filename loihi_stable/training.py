@@ -234,7 +234,8 @@ def describe_schedules(row: dict, leak: float) -> str:
         if symbol == "a":
             floor = sum(1 for a in values[1:] if leak * a <= 1.5 / DECAY_UNITY)
             note = f"  ({floor} of {len(values) - 1} steps at the floor)" if floor else ""
-        lines.append(f"  layer {layer}: " + " ".join(f"{v:.3f}" for v in values) + note)
+        lines.append(f"  layer {layer}: " + " ".join(f"{v:.3f}" if abs(v) >= 0.001 or v == 0 else f"{v:.1e}"
+                                                     for v in values) + note)
     return "\n".join(lines)
 
 

@@ -69,9 +69,13 @@ def test_conv_chip_certificate_holds(tmp_path, conv_lif_checkpoint):
     data = json.loads((tmp_path / "cert.json").read_text())
     assert data["verified_chip_but_broken_by_pgd"] == 0 and data["chip_check"]["readouts_inside_bounds"]
     assert data["chip_check"]["verified_samples_broken"] == 0
-    assert 0 < data["verified_chip"] <= data["pgd"] <= data["clean"]
-    refused = CliRunner().invoke(app, ["certify", str(tmp_path / "c.pt"), "--no-chip", "--quiet"])
-    assert refused.exit_code == 2 and "dense networks only" in refused.output
+    assert 0 < data["verified_chip"] <= data["pgd_chip"] <= data["clean_chip"]
+    assert data["verified_but_broken_by_pgd"] == 0 and data["verified"] <= data["pgd"] <= data["clean"]
+    assert data["verified"] >= max(data["ibp"], data["crown"])
+    float_only = CliRunner().invoke(app, ["certify", str(tmp_path / "c.pt"), "--no-chip", "--eps", "1/255", "--limit", "40",
+                                          "--quiet", "--json", str(tmp_path / "float.json")])
+    assert float_only.exit_code == 0, float_only.output
+    assert json.loads((tmp_path / "float.json").read_text())["verified"] == data["verified"]
 
 
 @pytest.mark.lava

@@ -14,6 +14,10 @@ Why not auto_LiRPA: it has no Heaviside/reset relaxations, traces one static gra
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from .. import chip_kernel as kernel
@@ -22,24 +26,36 @@ from .intervals import Box
 from .sibp import SpikingBounds, input_bounds, synapse_weight
 
 
-def _spike_relaxation(v: Box, th: float):
-    """(a_lo, b_lo, a_hi, b_hi) with a_lo v + b_lo <= H(v - th) <= a_hi v + b_hi on [l, h]."""
+def _spike_relaxation(v: Box, th: float, alpha_lo=None, alpha_hi=None):
+    """(a_lo, b_lo, a_hi, b_hi) with a_lo v + b_lo <= H(v - th) <= a_hi v + b_hi on [l, h].
+
+    For an undecided spike every upper line through (th, 1) with slope in [0, 1/(th - l)] and
+    every lower line through (th, 0) with slope in [0, 1/(h - th)] is sound; ``alpha`` in [0, 1]
+    picks the slope as a fraction of the largest (default: the smaller-area end, 0 or 1).
+    """
     l, h = v.lo, v.hi
     on, off = l > th, h <= th
     undecided = ~(on | off)
     zero = torch.zeros_like(l)
     below, above = (th - l).clamp(min=1e-12), (h - th).clamp(min=1e-12)
-    upper_line = undecided & (above < below)
-    lower_line = undecided & (below < above)
-    a_hi = torch.where(upper_line, 1 / below, zero)
-    b_hi = torch.where(upper_line, -l / below, torch.where(off, zero, zero + 1))
-    a_lo = torch.where(lower_line, 1 / above, zero)
-    b_lo = torch.where(lower_line, -th / above, torch.where(on, zero + 1, zero))
+    if alpha_hi is None:
+        alpha_hi = (above < below).to(l.dtype)
+    if alpha_lo is None:
+        alpha_lo = (below < above).to(l.dtype)
+    a_hi = torch.where(undecided, alpha_hi / below, zero)
+    b_hi = torch.where(undecided, 1 - a_hi * th, torch.where(off, zero, zero + 1))
+    a_lo = torch.where(undecided, alpha_lo / above, zero)
+    b_lo = torch.where(undecided, -a_lo * th, torch.where(on, zero + 1, zero))
     return a_lo, b_lo, a_hi, b_hi
 
 
-def _reset_relaxation(v: Box, th: float):
-    """Linear bounds of u = v * 1[v <= th] on [l, h] (th > 0)."""
+def _reset_relaxation(v: Box, th: float, alpha_hi=None):
+    """Linear bounds of u = v * 1[v <= th] on [l, h] (th > 0).
+
+    Lower: the chord from (l, l) to (h, 0) where l < 0, else 0. Upper, where undecided: any line
+    through (th, th) with slope ``alpha_hi`` in [0, 1] (default: identity or the constant th,
+    whichever encloses the smaller area).
+    """
     l, h = v.lo, v.hi
     on, off = l > th, h <= th
     undecided = ~(on | off)
@@ -48,65 +64,207 @@ def _reset_relaxation(v: Box, th: float):
     line_lo = undecided & (l < 0)
     a_lo = torch.where(off, zero + 1, torch.where(line_lo, -l / span, zero))
     b_lo = torch.where(line_lo, l * h / span, zero)
-    identity_hi = undecided & ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th))
-    a_hi = torch.where(off | identity_hi, zero + 1, zero)
-    b_hi = torch.where(undecided & ~identity_hi, zero + th, zero)
+    if alpha_hi is None:
+        alpha_hi = ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th)).to(l.dtype)
+    a_hi = torch.where(off, zero + 1, torch.where(undecided, alpha_hi, zero))
+    b_hi = torch.where(undecided, th * (1 - alpha_hi), zero)
     return a_lo, b_lo, a_hi, b_hi
+
+
+def _total(z: torch.Tensor) -> torch.Tensor:
+    """Sum over everything but the (batch, margin) axes."""
+    return z.flatten(2).sum(-1)
 
 
 def _through(lam: torch.Tensor, relaxation) -> tuple[torch.Tensor, torch.Tensor]:
     """Coefficient on v and constant for the lower bound of lam . f(v)."""
     a_lo, b_lo, a_hi, b_hi = (r.unsqueeze(1) for r in relaxation)
     pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-    return pos * a_lo + neg * a_hi, (pos * b_lo + neg * b_hi).sum(-1)
+    return pos * a_lo + neg * a_hi, _total(pos * b_lo + neg * b_hi)
 
 
 def _error_term(lam: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    return (lam.clamp(min=0) * low + lam.clamp(max=0) * high).sum(-1)
+    return _total(lam.clamp(min=0) * low + lam.clamp(max=0) * high)
 
 
-@torch.no_grad()
-def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float,
-                             ibp: SpikingBounds) -> torch.Tensor:
-    """Lower bounds (B, K) of logit[y] - logit[j] over the eps-ball (-inf where CROWN cannot say)."""
+@dataclass
+class AffineStep:
+    """A spiking layer's synapse as an affine map of the previous layer's spikes (or the input):
+    current = L(s) + offset. ``adjoint`` maps coefficients on the current back onto s (L^T)."""
+
+    adjoint: Callable[[torch.Tensor], torch.Tensor]
+    offset: torch.Tensor | None      # (1, *current shape), None for no constant term
+
+
+def _dense_steps(model, dtype) -> list[AffineStep]:
+    weights = [synapse_weight(b.synapse).detach().to(dtype) for b in model.blocks]
+    return [AffineStep(lambda lam, w=w: lam @ w, None) for w in weights]
+
+
+def _module_adjoint(function, in_shape):
+    """L^T of an affine torch function, by differentiating lam . f(z) in z (exact: f is affine)."""
+    def adjoint(lam: torch.Tensor) -> torch.Tensor:
+        flat = lam.reshape(-1, *lam.shape[2:])
+        z = torch.zeros(flat.shape[0], *in_shape, dtype=lam.dtype, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(function(z), z, grad_outputs=flat, create_graph=lam.requires_grad)
+        return grad.reshape(*lam.shape[:2], *in_shape)
+    return adjoint
+
+
+def _vgg_steps(model, shapes: list[tuple], dtype) -> list[AffineStep]:
+    """The VGG family's synapses (padding and normalisation, conv, batch norm; the 2x2 pooling and
+    flattening before a layer) as affine steps, in float64, batch norm with its running statistics."""
+    from ..convnets import avg_pool
+
+    twin = copy.deepcopy(model).to(dtype).eval()
+    functions, pending = [], []
+    for item in twin.layout:
+        if item == "A":
+            pending.append(avg_pool)
+            continue
+        synapse = twin.features[item].synapse
+        functions.append(lambda z, pre=tuple(pending), f=synapse: f(_chain(pre, z)))
+        pending = []
+    for i, block in enumerate(twin.classifier):
+        pre = tuple(pending) + (lambda z: z.flatten(1),) if i == 0 else ()
+        functions.append(lambda z, pre=pre, f=block.synapse: f(_chain(pre, z)))
+        pending = []
+    steps = []
+    for function, in_shape in zip(functions, shapes):
+        with torch.no_grad():
+            offset = function(torch.zeros(1, *in_shape, dtype=dtype))
+        steps.append(AffineStep(_module_adjoint(function, in_shape), offset))
+    return steps
+
+
+def _chain(functions, z):
+    for f in functions:
+        z = f(z)
+    return z
+
+
+def _backsubstitute(model, x: torch.Tensor, y: torch.Tensor, eps: float, ibp: SpikingBounds,
+                    alphas: list[dict] | None, steps_: list[AffineStep]) -> torch.Tensor:
+    """Lower bounds (B, K) of the margins for one choice of relaxation slopes (None: the defaults)."""
     dtype = torch.float64
-    exact = model.blocks[0].neuron.arithmetic == "chip"
-    steps, layers = model.config.timesteps, len(model.blocks)
-    weights = [synapse_weight(b.synapse).to(dtype) for b in model.blocks]
-    decays = [b.neuron.effective_decay().detach().to(dtype) for b in model.blocks]
-    thresholds = [b.neuron.threshold for b in model.blocks]
-    grids = [1 / fx.state_scale(b.neuron.payload_scale) for b in model.blocks]  # one chip unit per layer
+    neurons = model.spiking_neurons
+    exact = neurons[0].arithmetic == "chip"
+    steps, layers = model.config.timesteps, len(neurons)
+    decays = [n.effective_decay().detach().to(dtype) for n in neurons]
+    thresholds = [n.threshold for n in neurons]
+    grids = [1 / fx.state_scale(n.payload_scale) for n in neurons]  # one chip unit per layer
     volts = [Box(v.lo.detach().to(dtype), v.hi.detach().to(dtype)) for v in ibp.voltage]
-    w_out = synapse_weight(model.readout.synapse).detach().to(dtype)
+    w_out = ibp.readout_weight.detach().to(dtype)
     spec = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)                  # (B, K, N_L)
     batch, classes = spec.shape[:2]
     bias = torch.zeros(batch, classes, dtype=dtype)
-    lam_s = [[torch.zeros(batch, classes, w.shape[0], dtype=dtype) for _ in range(steps)] for w in weights]
-    lam_u = [[torch.zeros_like(lam_s[i][0]) for _ in range(steps)] for i in range(layers)]
+    if ibp.readout_bias is not None:
+        b = ibp.readout_bias.detach().to(dtype)
+        bias = bias + (b[y].unsqueeze(1) - b.unsqueeze(0))
+    lam_s = [[None] * steps for _ in range(layers)]
+    lam_u = [[None] * steps for _ in range(layers)]
     for t in range(steps):
         lam_s[-1][t] = spec / steps
-    lam_x = torch.zeros(batch, classes, weights[0].shape[1], dtype=dtype)
+    lam_x = None
     for t in reversed(range(steps)):
         for i in reversed(range(layers)):
             v = Box(volts[i].lo[..., t], volts[i].hi[..., t])
-            a_s, c_s = _through(lam_s[i][t], _spike_relaxation(v, thresholds[i]))
-            a_u, c_u = _through(lam_u[i][t], _reset_relaxation(v, thresholds[i]))
-            lam_v = a_s + a_u
-            bias += c_s + c_u
+            slopes = {k: a[..., t] for k, a in alphas[i].items()} if alphas else {}
+            lam_v = 0
+            if lam_s[i][t] is not None:
+                a_s, c_s = _through(lam_s[i][t], _spike_relaxation(v, thresholds[i], slopes.get("spike_lo"),
+                                                                   slopes.get("spike_hi")))
+                lam_v, bias = lam_v + a_s, bias + c_s
+            if lam_u[i][t] is not None:
+                a_u, c_u = _through(lam_u[i][t], _reset_relaxation(v, thresholds[i], slopes.get("reset_hi")))
+                lam_v, bias = lam_v + a_u, bias + c_u
+            if not torch.is_tensor(lam_v):
+                continue
+            step = steps_[i]
+            if step.offset is not None:
+                bias = bias + _total(lam_v * step.offset.unsqueeze(1))
             if t > 0:  # v[t] = decay[t] * u[t-1] + I[t] (+ the leak's truncation)
-                lam_u[i][t - 1] += lam_v * decays[i][t]
+                lam_u[i][t - 1] = _add(lam_u[i][t - 1], lam_v * decays[i][t])
                 if exact:
-                    bias += _error_term(lam_v, -grids[i], grids[i])
+                    bias = bias + _error_term(lam_v, -grids[i], grids[i])
+            back = step.adjoint(lam_v)
             if i > 0:
-                lam_s[i - 1][t] += lam_v @ weights[i]
+                lam_s[i - 1][t] = _add(lam_s[i - 1][t], back)
             else:
-                lam_x += lam_v @ weights[0]
-    box = input_bounds(model, x, eps)
-    lo, hi = box.lo[..., 0].to(dtype).unsqueeze(1), box.hi[..., 0].to(dtype).unsqueeze(1)
-    lower = bias + (lam_x.clamp(min=0) * lo + lam_x.clamp(max=0) * hi).sum(-1)
+                lam_x = _add(lam_x, back)
+    lo, hi = _input_box(model, x, eps)
+    lower = bias + _total(lam_x.clamp(min=0) * lo.unsqueeze(1) + lam_x.clamp(max=0) * hi.unsqueeze(1))
     # 24-bit saturation (and the current's wrap, which S-IBP bounds by it) is not modelled here
-    saturates = torch.stack([torch.maximum(v.lo.abs(), v.hi.abs()).amax((1, 2)) / (kernel.VOLTAGE_LIMIT * grid)
-                             for v, grid in zip(volts, grids)], 1).amax(1)
-    lower[saturates >= 1] = -torch.inf
-    lower[torch.arange(batch), y] = 0.0
-    return lower.to(x.dtype)
+    if exact:
+        saturates = torch.stack([torch.maximum(v.lo.abs(), v.hi.abs()).flatten(1).amax(1) / (kernel.VOLTAGE_LIMIT * grid)
+                                 for v, grid in zip(volts, grids)], 1).amax(1)
+        lower = torch.where((saturates >= 1)[:, None], torch.full_like(lower, -torch.inf), lower)
+    return lower
+
+
+def _add(total, term):
+    return term if total is None else total + term
+
+
+def _input_box(model, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input ball as the first synapse sees it: (B, features) on the chip's grid for dense
+    networks, (B, C, H, W) pixels for conv ones (whose first synapse pads and normalises)."""
+    if model.config.arch == "mlp":
+        box = input_bounds(model, x, eps)
+        return box.lo[..., 0].double(), box.hi[..., 0].double()
+    box = Box.linf_ball(x.reshape(-1, *model.config.input_shape), eps)
+    return box.lo.double(), box.hi.double()
+
+
+def affine_steps(model, ibp: SpikingBounds) -> list[AffineStep]:
+    """Every spiking layer's synapse as an affine step, for back-substitution."""
+    if model.config.arch == "mlp":
+        return _dense_steps(model, torch.float64)
+    shapes = [tuple(model.config.input_shape)] + [tuple(s.lo.shape[1:-1]) for s in ibp.spikes[:-1]]
+    return _vgg_steps(model, shapes, torch.float64)
+
+
+def _default_alphas(ibp: SpikingBounds, thresholds: list[float]) -> list[dict]:
+    """The area heuristic's slopes, as the starting point of the optimisation."""
+    alphas = []
+    for volt, th in zip(ibp.voltage, thresholds):
+        l, h = volt.lo.detach().double(), volt.hi.detach().double()
+        alphas.append({"spike_hi": ((h - th) < (th - l)).double(), "spike_lo": ((th - l) < (h - th)).double(),
+                       "reset_hi": ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th)).double()})
+    return alphas
+
+
+def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float,
+                             ibp: SpikingBounds, iterations: int = 0, lr: float = 0.1) -> torch.Tensor:
+    """Lower bounds (B, K) of logit[y] - logit[j] over the eps-ball (-inf where CROWN cannot say).
+
+    With ``iterations`` > 0 the relaxation slopes are optimised per neuron and step (alpha-CROWN,
+    Xu et al. 2021) by projected Adam on the sum of the margins; every iterate is a sound bound,
+    so the best one seen per margin is returned.
+    """
+    alphas = _default_alphas(ibp, [n.threshold for n in model.spiking_neurons]) if iterations else None
+    steps = affine_steps(model, ibp)
+    with torch.no_grad():
+        best = _backsubstitute(model, x, y, eps, ibp, alphas, steps)
+    if not iterations:
+        best[torch.arange(len(y)), y] = 0.0
+        return best.to(x.dtype)
+    leaves = [a.requires_grad_(True) for layer in alphas for a in layer.values()]
+    optimizer = torch.optim.Adam(leaves, lr=lr)
+    for _ in range(iterations):
+        with torch.enable_grad():
+            lower = _backsubstitute(model, x, y, eps, ibp, alphas, steps)
+            finite = torch.isfinite(lower)
+            objective = -torch.where(finite, lower, torch.zeros_like(lower)).sum()
+            optimizer.zero_grad()
+            objective.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for leaf in leaves:
+                leaf.clamp_(0.0, 1.0)
+            best = torch.maximum(best, lower.detach())
+    with torch.no_grad():
+        best = torch.maximum(best, _backsubstitute(model, x, y, eps, ibp, alphas, steps))
+    best[torch.arange(len(y)), y] = 0.0
+    return best.to(x.dtype)

@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from .. import chip_kernel as kernel
 from .. import fixed_point as fx
 from ..neurons import DLIF, triangle_spike
-from .intervals import Box, dense
+from .intervals import Box, dense, module_bounds
 
 
 def synapse_weight(synapse) -> torch.Tensor:
@@ -37,6 +38,7 @@ class SpikingBounds:
     spikes: list[Box] = field(default_factory=list)
     logits: Box | None = None
     readout_weight: torch.Tensor | None = None
+    readout_bias: torch.Tensor | None = None   # conv networks' readout has one; it shifts the margins
 
 
 def input_bounds(model, x: torch.Tensor, eps: float) -> Box:
@@ -96,9 +98,80 @@ def propagate(model, first: Box, from_current: bool = False) -> SpikingBounds:
     return bounds
 
 
+def batch_norm_bounds(bn: torch.nn.Module, box: Box) -> Box:
+    """Batch norm as the affine map it is; in training mode with the batch statistics of the box's
+    center (the clean pass's statistics, as CROWN-IBP trains), which the bounds then hold for."""
+    if isinstance(bn, torch.nn.Identity) or not bn.training:
+        return module_bounds(bn, box)
+    center = box.center
+    mean, var = center.mean((0, 2, 3)), center.var((0, 2, 3), unbiased=False)
+    scale = bn.weight / torch.sqrt(var + bn.eps)
+    shift = bn.bias - mean * scale
+    view = (1, -1, 1, 1)
+    return Box(*_ends(center * scale.view(view) + shift.view(view), box.radius * scale.abs().view(view)))
+
+
+def _ends(mid: torch.Tensor, rad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return mid - rad, mid + rad
+
+
+def conv_synapse_bounds(synapse, box: Box) -> Box:
+    """Through ConvBN: zero padding and normalisation (both nondecreasing), the conv, batch norm."""
+    if synapse.normalize is not None:
+        box = box.map(lambda z: synapse.normalize(F.pad(z, (1, 1, 1, 1))))
+    return batch_norm_bounds(synapse.bn, module_bounds(synapse.conv, box))
+
+
+def _over_time(function, box: Box) -> Box:
+    """Apply a per-image bound map to (B, C, H, W, T) boxes with time folded into the batch."""
+    from ..convnets import fold, unfold
+
+    steps = box.lo.shape[-1]
+    out = function(Box(fold(box.lo), fold(box.hi)))
+    return Box(unfold(out.lo, steps), unfold(out.hi, steps))
+
+
+def propagate_vgg(model, first: Box) -> SpikingBounds:
+    """S-IBP through a SpikingVGG (convnet-s, convnet, vgg5, vgg11): conv layers, 2x2 average
+    pooling (nonnegative weights: the ends map to the ends), the dense classifier, the readout."""
+    from ..convnets import avg_pool
+
+    steps = model.config.timesteps
+    bounds = SpikingBounds()
+    box = first                                  # (B, C, H, W): the same image at every step
+    for item in model.layout:
+        if item == "A":
+            box = box.map(avg_pool)
+            continue
+        block = model.features[item]
+        if box.lo.dim() == 4:
+            current = conv_synapse_bounds(block.synapse, box)
+            current = Box(*(z.unsqueeze(-1).expand(*z.shape, steps) for z in (current.lo, current.hi)))
+        else:
+            current = _over_time(lambda b: conv_synapse_bounds(block.synapse, b), box)
+        voltage, box = neuron_bounds(block.neuron, current)
+        bounds.voltage.append(voltage)
+        bounds.spikes.append(box)
+    box = Box(box.lo.flatten(1, 3), box.hi.flatten(1, 3))
+    for block in model.classifier:
+        voltage, box = neuron_bounds(block.neuron, dense(box, block.synapse.weight, block.synapse.bias))
+        bounds.voltage.append(voltage)
+        bounds.spikes.append(box)
+    bounds.readout_weight, bounds.readout_bias = model.readout.weight, model.readout.bias
+    per_step = dense(box, bounds.readout_weight, bounds.readout_bias)
+    bounds.logits = Box(per_step.lo.mean(-1), per_step.hi.mean(-1))
+    return bounds
+
+
 def ibp_bounds(model, x: torch.Tensor, eps: float) -> SpikingBounds:
     """S-IBP for analog (digital) inputs in the L-inf ball of radius eps around x."""
-    return propagate(model, input_bounds(model, x, eps))
+    if model.config.arch == "mlp":
+        return propagate(model, input_bounds(model, x, eps))
+    if not hasattr(model, "layout"):
+        from ..errors import UserError
+        raise UserError(f"S-IBP bounds MLPs and the VGG family (convnet-s, convnet, vgg5, vgg11); "
+                        f"{model.config.arch}'s analog residual stream is not supported")
+    return propagate_vgg(model, Box.linf_ball(x.reshape(-1, *model.config.input_shape), eps))
 
 
 def margin_lower_bound(bounds: SpikingBounds, y: torch.Tensor) -> torch.Tensor:
@@ -110,7 +183,11 @@ def margin_lower_bound(bounds: SpikingBounds, y: torch.Tensor) -> torch.Tensor:
     diff = w[y].unsqueeze(1) - w.unsqueeze(0)     # (B, K, N)
     spikes = bounds.spikes[-1]                    # (B, N, T)
     lo = diff.clamp(min=0) @ spikes.lo + diff.clamp(max=0) @ spikes.hi  # (B, K, T)
-    return lo.mean(-1)
+    lo = lo.mean(-1)
+    if bounds.readout_bias is not None:
+        b = bounds.readout_bias
+        lo = lo + (b[y].unsqueeze(1) - b.unsqueeze(0))
+    return lo
 
 
 def worst_case_logits(bounds: SpikingBounds, y: torch.Tensor) -> torch.Tensor:
