@@ -506,6 +506,9 @@ def certify_command(
     chip: bool = typer.Option(True, help="Also certify the exported integer model (what Loihi runs)."),
     points: int = typer.Option(8, help="Random points per ball run on the emulator to check the chip bounds."),
     crown_steps: int = typer.Option(20, help="alpha-CROWN steps optimising S-CROWN's relaxation slopes (0: fixed slopes)."),
+    batch_size: int = typer.Option(128, help="Samples bounded at once (lower it for large conv networks)."),
+    device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where bounds and attacks run; "
+                                            "the chip certificate runs on the CPU."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
@@ -536,6 +539,8 @@ def certify_command(
         raise UserError(f"S-IBP and S-CROWN bound MLPs and the VGG family (convnet-s, convnet, vgg5, vgg11); "
                         f"{model.config.arch} has an analog residual stream and no Loihi export")
     guards.integer("--crown-steps", crown_steps, 0, 10_000)
+    guards.integer("--batch-size", batch_size, 1, 1 << 16)
+    target = _device(device)
     spec = None
     if chip and network is None:
         with tempfile.TemporaryDirectory() as folder:
@@ -549,9 +554,10 @@ def certify_command(
     if not dense and spec is not None:
         from netx_export.chip_model import grid_model
 
-        chip_model = grid_model(spec, model)  # clean and PGD of what the chip runs
-    result = certify(model, test.x, test.y, eps_value, method, spec=spec, progress=not quiet, check_points=points,
-                     crown_steps=crown_steps, chip_model=chip_model)
+        chip_model = grid_model(spec, model).to(target)  # clean and PGD of what the chip runs
+    result = certify(model.to(target), test.x.to(target), test.y.to(target), eps_value, method, spec=spec,
+                     progress=not quiet, check_points=points, crown_steps=crown_steps, chip_model=chip_model,
+                     batch_size=batch_size)
     train_cfg = payload.get("train_config", {})
     config = payload["model_config"]
     typer.echo(f"{str(config.get('neuron')).upper()} {checkpoint} (trained with {train_cfg.get('perturb', '?')}), "

@@ -329,5 +329,8 @@ def test_conv_networks_train_with_ibp_and_certify_without_the_chip(tmp_path):
                                  "--json", str(tmp_path / "c.json")])
     assert result.exit_code == 0, result.output
     assert "S-IBP" in result.output and "S-CROWN" in result.output and "Traceback" not in result.output
+    if not torch.cuda.is_available():
+        gpu = runner.invoke(app, ["certify", str(out), "--device", "cuda"])
+        assert gpu.exit_code == 2 and "no CUDA GPU" in gpu.output
     wrn = runner.invoke(app, ["train", "--arch", "wrn16-4", "--perturb", "ibp", "--out", str(tmp_path / "w.pt")])
     assert wrn.exit_code == 2 and "wrn16-4" in wrn.output

@@ -105,14 +105,14 @@ def _module_adjoint(function, in_shape):
     """L^T of an affine torch function, by differentiating lam . f(z) in z (exact: f is affine)."""
     def adjoint(lam: torch.Tensor) -> torch.Tensor:
         flat = lam.reshape(-1, *lam.shape[2:])
-        z = torch.zeros(flat.shape[0], *in_shape, dtype=lam.dtype, requires_grad=True)
+        z = torch.zeros(flat.shape[0], *in_shape, dtype=lam.dtype, device=lam.device, requires_grad=True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(function(z), z, grad_outputs=flat, create_graph=lam.requires_grad)
         return grad.reshape(*lam.shape[:2], *in_shape)
     return adjoint
 
 
-def _vgg_steps(model, shapes: list[tuple], dtype) -> list[AffineStep]:
+def _vgg_steps(model, shapes: list[tuple], dtype, device) -> list[AffineStep]:
     """The VGG family's synapses (padding and normalisation, conv, batch norm; the 2x2 pooling and
     flattening before a layer) as affine steps, in float64, batch norm with its running statistics."""
     from ..convnets import avg_pool
@@ -133,7 +133,7 @@ def _vgg_steps(model, shapes: list[tuple], dtype) -> list[AffineStep]:
     steps = []
     for function, in_shape in zip(functions, shapes):
         with torch.no_grad():
-            offset = function(torch.zeros(1, *in_shape, dtype=dtype))
+            offset = function(torch.zeros(1, *in_shape, dtype=dtype, device=device))
         steps.append(AffineStep(_module_adjoint(function, in_shape), offset))
     return steps
 
@@ -158,7 +158,7 @@ def _backsubstitute(model, x: torch.Tensor, y: torch.Tensor, eps: float, ibp: Sp
     w_out = ibp.readout_weight.detach().to(dtype)
     spec = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)                  # (B, K, N_L)
     batch, classes = spec.shape[:2]
-    bias = torch.zeros(batch, classes, dtype=dtype)
+    bias = torch.zeros(batch, classes, dtype=dtype, device=spec.device)
     if ibp.readout_bias is not None:
         b = ibp.readout_bias.detach().to(dtype)
         bias = bias + (b[y].unsqueeze(1) - b.unsqueeze(0))
@@ -222,7 +222,7 @@ def affine_steps(model, ibp: SpikingBounds) -> list[AffineStep]:
     if model.config.arch == "mlp":
         return _dense_steps(model, torch.float64)
     shapes = [tuple(model.config.input_shape)] + [tuple(s.lo.shape[1:-1]) for s in ibp.spikes[:-1]]
-    return _vgg_steps(model, shapes, torch.float64)
+    return _vgg_steps(model, shapes, torch.float64, ibp.spikes[0].lo.device)
 
 
 def _default_alphas(ibp: SpikingBounds, thresholds: list[float]) -> list[dict]:
@@ -248,7 +248,7 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
     with torch.no_grad():
         best = _backsubstitute(model, x, y, eps, ibp, alphas, steps)
     if not iterations:
-        best[torch.arange(len(y)), y] = 0.0
+        best[torch.arange(len(y), device=y.device), y] = 0.0
         return best.to(x.dtype)
     leaves = [a.requires_grad_(True) for layer in alphas for a in layer.values()]
     optimizer = torch.optim.Adam(leaves, lr=lr)
@@ -266,5 +266,5 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
             best = torch.maximum(best, lower.detach())
     with torch.no_grad():
         best = torch.maximum(best, _backsubstitute(model, x, y, eps, ibp, alphas, steps))
-    best[torch.arange(len(y)), y] = 0.0
+    best[torch.arange(len(y), device=y.device), y] = 0.0
     return best.to(x.dtype)

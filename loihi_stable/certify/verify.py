@@ -16,7 +16,7 @@ CROWN_STEPS = 20  # alpha-CROWN slope optimisation steps per batch (0: the area 
 def verified(margin_lower: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B,) bool from margin lower bounds (B, K)."""
     others = margin_lower.clone()
-    others[torch.arange(len(y)), y] = torch.inf
+    others[torch.arange(len(y), device=y.device), y] = torch.inf
     return (others > 0).all(1)
 
 
@@ -51,6 +51,7 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
     if method not in METHODS:
         from ..errors import UserError
         raise UserError(f"unknown --method '{method}': choose one of {', '.join(METHODS)}")
+    # the bounds and attacks run where x lies (the models must be there too); the chip certificate on the CPU
     model.eval()
     models = {"": model, **({"_chip": chip_model.eval()} if chip_model is not None else {})}
     attacks = {k: PGD(m, eps=eps, steps=pgd_steps) if eps > 0 else None for k, m in models.items()}
@@ -71,10 +72,11 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
             flags.setdefault(key, []).append(value.cpu().numpy())
         if spec is not None:
             from netx_export.chip_certificate import chip_bounds, check_chip_certificate
-            cert = chip_bounds(spec, xb.numpy(), yb.numpy(), eps)
+            x_np, y_np = xb.cpu().numpy(), yb.cpu().numpy()
+            cert = chip_bounds(spec, x_np, y_np, eps)
             chip_flags.append(cert.verified)
             if check_points:
-                chip_checks.append(check_chip_certificate(spec, cert, xb.numpy(), yb.numpy(), eps, check_points))
+                chip_checks.append(check_chip_certificate(spec, cert, x_np, y_np, eps, check_points))
     flags = {k: np.concatenate(v) for k, v in flags.items()}
     n = len(x)
     out = {"n": n, "eps": eps, "eps_255": round(eps * 255, 4), "method": method,
