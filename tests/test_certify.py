@@ -8,7 +8,7 @@ from loihi_stable import fixed_point as fx
 from loihi_stable.certify import (Box, crown_margin_lower_bound, ibp_bounds, margin_lower_bound,
                                   module_bounds, spike_input_bounds, verified)
 from netx_export.chip_certificate import chip_bounds, check_chip_certificate, sample_ball
-from loihi_stable.certify.scrown import _reset_relaxation, _spike_relaxation
+from loihi_stable.certify.scrown import _reset_relaxation, _spike_relaxation, tightened_bounds
 from loihi_stable.certify.sibp import forward_spikes
 from loihi_stable.certify.verify import certify
 from loihi_stable.models import ModelConfig, build_model
@@ -270,15 +270,21 @@ def test_bounds_hold_on_every_grid_point_corner_and_attack_of_tiny_networks(arch
         ibp = margin_lower_bound(bounds, y).detach()
         crown = crown_margin_lower_bound(model, x, y, eps, bounds)
         alpha = crown_margin_lower_bound(model, x, y, eps, bounds, iterations=15)
-        best = torch.maximum(ibp, alpha)
+        tight = tightened_bounds(model, x, eps)  # every voltage intersected with its S-CROWN bound
+        for plain, narrow in zip(bounds.voltage, tight.voltage):
+            assert (narrow.lo >= plain.lo - 1e-5).all() and (narrow.hi <= plain.hi + 1e-5).all()
+        tightened = torch.maximum(margin_lower_bound(tight, y), crown_margin_lower_bound(model, x, y, eps, tight))
+        best = torch.maximum(torch.maximum(ibp, alpha), tightened)
         assert (alpha >= crown - 1e-9).all() and (best >= ibp).all()
         for i in range(len(x)):
             corners = torch.cartesian_prod(*[torch.tensor([-eps, eps])] * 4).reshape(-1, *shape)
             points = torch.cat([_grid_ball(x[i], eps), (x[i] + corners).clamp(0, 1)])
-            with torch.no_grad():
-                logits = model(points)
+            logits, rec = recorded(model, points)
+            for layer, states in enumerate(rec):
+                assert Box(tight.voltage[layer].lo[i], tight.voltage[layer].hi[i]).contains(states["voltage"], 1e-5)
             margins = logits[:, y[i]:y[i] + 1] - logits
-            for name, bound in (("S-IBP", ibp), ("S-CROWN", crown), ("alpha-CROWN", alpha), ("best", best)):
+            for name, bound in (("S-IBP", ibp), ("S-CROWN", crown), ("alpha-CROWN", alpha),
+                                ("tightened S-CROWN", tightened), ("best", best)):
                 assert (margins >= bound[i] - 1e-5).all(), f"{name} violated on the grid, seed {seed}, sample {i}"
             # the tightest spot the grid found: the bounds must not be vacuous everywhere
             found += int((best[i] > -torch.inf).all())

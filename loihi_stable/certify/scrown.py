@@ -15,6 +15,7 @@ Why not auto_LiRPA: it has no Heaviside/reset relaxations, traces one static gra
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,7 +24,7 @@ import torch
 from .. import chip_kernel as kernel
 from .. import fixed_point as fx
 from .intervals import Box
-from .sibp import SpikingBounds, input_bounds, synapse_weight
+from .sibp import SpikingBounds, ibp_bounds, input_bounds, neuron_bounds, synapse_weight
 
 
 def _spike_relaxation(v: Box, th: float, alpha_lo=None, alpha_hi=None):
@@ -144,34 +145,32 @@ def _chain(functions, z):
     return z
 
 
-def _backsubstitute(model, x: torch.Tensor, y: torch.Tensor, eps: float, ibp: SpikingBounds,
-                    alphas: list[dict] | None, steps_: list[AffineStep]) -> torch.Tensor:
-    """Lower bounds (B, K) of the margins for one choice of relaxation slopes (None: the defaults)."""
+def _backsubstitute(model, x: torch.Tensor, eps: float, volts: list[Box], alphas: list[dict] | None,
+                    steps_: list[AffineStep], start: dict, bias: torch.Tensor) -> torch.Tensor:
+    """Lower bounds (B, K) over the eps-ball of ``bias + sum of lam . state`` for the coefficients in
+    ``start`` ({(layer, step): ("s" or "v", lam (B, K, *layer shape))}), back-substituted through every
+    earlier layer and step to the input, for one choice of relaxation slopes (None: the defaults)."""
     dtype = torch.float64
     neurons = model.spiking_neurons
     exact = neurons[0].arithmetic == "chip"
-    steps, layers = model.config.timesteps, len(neurons)
     decays = [n.effective_decay().detach().to(dtype) for n in neurons]
     thresholds = [n.threshold for n in neurons]
     grids = [1 / fx.state_scale(n.payload_scale) for n in neurons]  # one chip unit per layer
-    volts = [Box(v.lo.detach().to(dtype), v.hi.detach().to(dtype)) for v in ibp.voltage]
-    w_out = ibp.readout_weight.detach().to(dtype)
-    spec = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)                  # (B, K, N_L)
-    batch, classes = spec.shape[:2]
-    bias = torch.zeros(batch, classes, dtype=dtype, device=spec.device)
-    if ibp.readout_bias is not None:
-        b = ibp.readout_bias.detach().to(dtype)
-        bias = bias + (b[y].unsqueeze(1) - b.unsqueeze(0))
-    lam_s = [[None] * steps for _ in range(layers)]
-    lam_u = [[None] * steps for _ in range(layers)]
-    for t in range(steps):
-        lam_s[-1][t] = spec / steps
+    last_layer, last_step = max(i for i, _ in start), max(t for _, t in start)
+    lam_s = [[None] * (last_step + 1) for _ in range(last_layer + 1)]
+    lam_u = [[None] * (last_step + 1) for _ in range(last_layer + 1)]
+    lam_direct = {}
+    for (i, t), (kind, lam) in start.items():
+        if kind == "s":
+            lam_s[i][t] = lam
+        else:
+            lam_direct[(i, t)] = lam
     lam_x = None
-    for t in reversed(range(steps)):
-        for i in reversed(range(layers)):
+    for t in reversed(range(last_step + 1)):
+        for i in reversed(range(last_layer + 1)):
             v = Box(volts[i].lo[..., t], volts[i].hi[..., t])
             slopes = {k: a[..., t] for k, a in alphas[i].items()} if alphas else {}
-            lam_v = 0
+            lam_v = lam_direct.get((i, t), 0)
             if lam_s[i][t] is not None:
                 a_s, c_s = _through(lam_s[i][t], _spike_relaxation(v, thresholds[i], slopes.get("spike_lo"),
                                                                    slopes.get("spike_hi")))
@@ -198,9 +197,64 @@ def _backsubstitute(model, x: torch.Tensor, y: torch.Tensor, eps: float, ibp: Sp
     # 24-bit saturation (and the current's wrap, which S-IBP bounds by it) is not modelled here
     if exact:
         saturates = torch.stack([torch.maximum(v.lo.abs(), v.hi.abs()).flatten(1).amax(1) / (kernel.VOLTAGE_LIMIT * grid)
-                                 for v, grid in zip(volts, grids)], 1).amax(1)
+                                 for v, grid in zip(volts[:last_layer + 1], grids)], 1).amax(1)
         lower = torch.where((saturates >= 1)[:, None], torch.full_like(lower, -torch.inf), lower)
     return lower
+
+
+def _margin_start(model, y: torch.Tensor, ibp: SpikingBounds) -> tuple[dict, torch.Tensor]:
+    """The margins logit[y] - logit[j] = sum_t (W_y - W_j) s_L[t] / T (+ b_y - b_j) as a start."""
+    dtype = torch.float64
+    steps, last = model.config.timesteps, len(model.spiking_neurons) - 1
+    w_out = ibp.readout_weight.detach().to(dtype)
+    spec = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)                  # (B, K, N_L)
+    bias = torch.zeros(spec.shape[:2], dtype=dtype, device=spec.device)
+    if ibp.readout_bias is not None:
+        b = ibp.readout_bias.detach().to(dtype)
+        bias = bias + (b[y].unsqueeze(1) - b.unsqueeze(0))
+    return {(last, t): ("s", spec / steps) for t in range(steps)}, bias
+
+
+def _voltages(ibp: SpikingBounds) -> list[Box]:
+    return [Box(v.lo.detach().double(), v.hi.detach().double()) for v in ibp.voltage]
+
+
+def tightened_bounds(model, x: torch.Tensor, eps: float, max_neurons: int = 256,
+                     chunk_elements: int = 1 << 24) -> SpikingBounds:
+    """S-IBP with every voltage of a layer of at most ``max_neurons`` neurons intersected with its
+    S-CROWN bound, layer by layer and step by step, so that each later relaxation (and S-IBP itself)
+    starts from the tighter interval: never looser than S-IBP, neuron by neuron."""
+    with torch.no_grad():
+        plain = ibp_bounds(model, x, eps)
+    steps_ = affine_steps(model, plain)
+    widest = max(math.prod(v.lo.shape[1:-1]) for v in plain.voltage)
+
+    def layer(index, neuron, current, so_far):
+        voltage, spikes = neuron_bounds(neuron, current)
+        shape = tuple(voltage.lo.shape[1:-1])
+        n = math.prod(shape)
+        if n > max_neurons:
+            return voltage, spikes
+        eye = torch.eye(n, dtype=torch.float64, device=x.device).reshape(n, *shape)
+        signs = torch.cat([eye, -eye])                               # lower bounds of v and of -v
+        chunk = max(1, chunk_elements // (2 * n * widest))
+        clips = {}
+        for t in range(model.config.timesteps):
+            volts = _voltages(so_far) + _voltages(SpikingBounds(voltage=[voltage]))
+            lows, highs = [], []
+            for a in range(0, len(x), chunk):
+                part = [Box(v.lo[a:a + chunk], v.hi[a:a + chunk]) for v in volts]
+                lam = signs.unsqueeze(0).expand(len(x[a:a + chunk]), *signs.shape)
+                bias = torch.zeros(lam.shape[:2], dtype=torch.float64, device=x.device)
+                lower = _backsubstitute(model, x[a:a + chunk], eps, part, None, steps_, {(index, t): ("v", lam)}, bias)
+                lows.append(lower[:, :n].reshape(-1, *shape))
+                highs.append(-lower[:, n:].reshape(-1, *shape))
+            clips[t] = Box(torch.cat(lows), torch.cat(highs))
+            voltage, spikes = neuron_bounds(neuron, current, clips)
+        return voltage, spikes
+
+    with torch.no_grad():
+        return ibp_bounds(model, x, eps, layer_bounds=layer)
 
 
 def _add(total, term):
@@ -245,8 +299,11 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
     """
     alphas = _default_alphas(ibp, [n.threshold for n in model.spiking_neurons]) if iterations else None
     steps = affine_steps(model, ibp)
+    volts = _voltages(ibp)
+    start, bias = _margin_start(model, y, ibp)
+    margins = lambda: _backsubstitute(model, x, eps, volts, alphas, steps, start, bias)  # noqa: E731
     with torch.no_grad():
-        best = _backsubstitute(model, x, y, eps, ibp, alphas, steps)
+        best = margins()
     if not iterations:
         best[torch.arange(len(y), device=y.device), y] = 0.0
         return best.to(x.dtype)
@@ -254,7 +311,7 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
     optimizer = torch.optim.Adam(leaves, lr=lr)
     for _ in range(iterations):
         with torch.enable_grad():
-            lower = _backsubstitute(model, x, y, eps, ibp, alphas, steps)
+            lower = margins()
             finite = torch.isfinite(lower)
             objective = -torch.where(finite, lower, torch.zeros_like(lower)).sum()
             optimizer.zero_grad()
@@ -265,6 +322,6 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
                 leaf.clamp_(0.0, 1.0)
             best = torch.maximum(best, lower.detach())
     with torch.no_grad():
-        best = torch.maximum(best, _backsubstitute(model, x, y, eps, ibp, alphas, steps))
+        best = torch.maximum(best, margins())
     best[torch.arange(len(y), device=y.device), y] = 0.0
     return best.to(x.dtype)

@@ -52,8 +52,17 @@ def current_bounds(block, box: Box) -> Box:
     return dense(box, synapse_weight(block.synapse))
 
 
-def neuron_bounds(neuron: DLIF, current: Box) -> tuple[Box, Box]:
-    """Voltage and spike bounds of a LIF/DLIF layer driven by any current inside ``current``."""
+def _rounded(bound: torch.Tensor, dtype: torch.dtype, down: bool) -> torch.Tensor:
+    """``bound`` in ``dtype``, rounded outwards (a float64 bound rounded to float32 may move inwards)."""
+    near = bound.to(dtype)
+    inward = near.to(bound.dtype) > bound if down else near.to(bound.dtype) < bound
+    away = torch.full_like(near, -torch.inf if down else torch.inf)
+    return torch.where(inward, torch.nextafter(near, away), near)
+
+
+def neuron_bounds(neuron: DLIF, current: Box, clips: dict | None = None) -> tuple[Box, Box]:
+    """Voltage and spike bounds of a LIF/DLIF layer driven by any current inside ``current``;
+    ``clips`` maps time steps to voltage bounds known otherwise (S-CROWN's), intersected in."""
     decay = neuron.effective_decay()
     dv = fx.decay_to_dv(decay.detach())
     exact = neuron.arithmetic == "chip"
@@ -73,6 +82,9 @@ def neuron_bounds(neuron: DLIF, current: Box) -> tuple[Box, Box]:
             wraps = ((current.hi[..., t] * scale > kernel.WRAP) | (current.lo[..., t] * scale <= -kernel.WRAP)).detach()
             limit = kernel.VOLTAGE_LIMIT / scale
             v_lo, v_hi = torch.where(wraps, -limit, v_lo), torch.where(wraps, limit, v_hi)
+        if clips and t in clips:
+            v_lo = torch.maximum(v_lo, _rounded(clips[t].lo, v_lo.dtype, down=True))
+            v_hi = torch.minimum(v_hi, _rounded(clips[t].hi, v_hi.dtype, down=False))
         s_lo, s_hi = triangle_spike(v_lo, th, width), triangle_spike(v_hi, th, width)
         undecided = s_hi - s_lo
         u_lo = (1 - s_hi) * v_lo + undecided * v_lo.clamp(max=0)
@@ -83,13 +95,20 @@ def neuron_bounds(neuron: DLIF, current: Box) -> tuple[Box, Box]:
     return Box(stack(v_out, 0), stack(v_out, 1)), Box(stack(s_out, 0), stack(s_out, 1))
 
 
-def propagate(model, first: Box, from_current: bool = False) -> SpikingBounds:
-    """Bounds through all spiking layers, from the input (or the first layer's current) on."""
+def _plain_layer(index: int, neuron: DLIF, current: Box, so_far: "SpikingBounds") -> tuple[Box, Box]:
+    return neuron_bounds(neuron, current)
+
+
+def propagate(model, first: Box, from_current: bool = False, layer_bounds=_plain_layer) -> SpikingBounds:
+    """Bounds through all spiking layers, from the input (or the first layer's current) on.
+
+    ``layer_bounds(index, neuron, current, bounds so far)`` bounds one spiking layer (S-CROWN
+    passes one that tightens the voltages)."""
     bounds = SpikingBounds()
     box = first
     for i, block in enumerate(model.blocks):
         current = box if (from_current and i == 0) else current_bounds(block, box)
-        voltage, box = neuron_bounds(block.neuron, current)
+        voltage, box = layer_bounds(i, block.neuron, current, bounds)
         bounds.voltage.append(voltage)
         bounds.spikes.append(box)
     bounds.readout_weight = synapse_weight(model.readout.synapse)
@@ -131,7 +150,7 @@ def _over_time(function, box: Box) -> Box:
     return Box(unfold(out.lo, steps), unfold(out.hi, steps))
 
 
-def propagate_vgg(model, first: Box) -> SpikingBounds:
+def propagate_vgg(model, first: Box, layer_bounds=_plain_layer) -> SpikingBounds:
     """S-IBP through a SpikingVGG (convnet-s, convnet, vgg5, vgg11): conv layers, 2x2 average
     pooling (nonnegative weights: the ends map to the ends), the dense classifier, the readout."""
     from ..convnets import avg_pool
@@ -149,12 +168,13 @@ def propagate_vgg(model, first: Box) -> SpikingBounds:
             current = Box(*(z.unsqueeze(-1).expand(*z.shape, steps) for z in (current.lo, current.hi)))
         else:
             current = _over_time(lambda b: conv_synapse_bounds(block.synapse, b), box)
-        voltage, box = neuron_bounds(block.neuron, current)
+        voltage, box = layer_bounds(len(bounds.voltage), block.neuron, current, bounds)
         bounds.voltage.append(voltage)
         bounds.spikes.append(box)
     box = Box(box.lo.flatten(1, 3), box.hi.flatten(1, 3))
     for block in model.classifier:
-        voltage, box = neuron_bounds(block.neuron, dense(box, block.synapse.weight, block.synapse.bias))
+        current = dense(box, block.synapse.weight, block.synapse.bias)
+        voltage, box = layer_bounds(len(bounds.voltage), block.neuron, current, bounds)
         bounds.voltage.append(voltage)
         bounds.spikes.append(box)
     bounds.readout_weight, bounds.readout_bias = model.readout.weight, model.readout.bias
@@ -163,15 +183,15 @@ def propagate_vgg(model, first: Box) -> SpikingBounds:
     return bounds
 
 
-def ibp_bounds(model, x: torch.Tensor, eps: float) -> SpikingBounds:
+def ibp_bounds(model, x: torch.Tensor, eps: float, layer_bounds=_plain_layer) -> SpikingBounds:
     """S-IBP for analog (digital) inputs in the L-inf ball of radius eps around x."""
     if model.config.arch == "mlp":
-        return propagate(model, input_bounds(model, x, eps))
+        return propagate(model, input_bounds(model, x, eps), layer_bounds=layer_bounds)
     if not hasattr(model, "layout"):
         from ..errors import UserError
         raise UserError(f"S-IBP bounds MLPs and the VGG family (convnet-s, convnet, vgg5, vgg11); "
                         f"{model.config.arch}'s analog residual stream is not supported")
-    return propagate_vgg(model, Box.linf_ball(x.reshape(-1, *model.config.input_shape), eps))
+    return propagate_vgg(model, Box.linf_ball(x.reshape(-1, *model.config.input_shape), eps), layer_bounds)
 
 
 def margin_lower_bound(bounds: SpikingBounds, y: torch.Tensor) -> torch.Tensor:
