@@ -71,12 +71,12 @@ cifar10-vgg11: setup
 cifar10-vgg11-authors: setup
 	$(call cifar_run,$(CIFAR_RUN)-authors,--dlif-form input --mppd-grad perturbed)
 
-# Fashion-MNIST ablation, rho x {LIF, DLIF leak, DLIF input} x MS-MPPD gradient, RFGSM, 3 seeds, autoattack
-# suite: the reduced CPU version (MLP, 15k images, about 90 min on 2 cores) -> results/ablation-fashion-mnist-reduced.*
+# Fashion-MNIST ablation, rho x {LIF, DLIF leak, DLIF input} x MS-MPPD gradient, RFGSM, autoattack suite:
+# the reduced CPU version (MLP, 15k images, 2 seeds, about 60 min on 2 cores) -> results/ablation-fashion-mnist-reduced.*
 fashion-ablation: setup
 	$(PY) experiments/fashion_ablation.py
 
-# The same, full size (60k images, convnet, 5 epochs, 1,000 test images; a GPU: about 3-4 min a run on an H100)
+# The same, full size (60k images, convnet, 5 epochs, 3 seeds, 1,000 test images; a GPU: about 3-4 min a run on an H100)
 fashion-ablation-full: setup
 	$(PY) experiments/fashion_ablation.py --full --gpu
 

@@ -45,7 +45,8 @@ def measure(job) -> list[dict]:
     if not (folder / "done").exists():
         run([cli(), "train", "--dataset", args.dataset, "--arch", args.arch, "--epochs", str(args.epochs),
              "--timesteps", str(args.timesteps), "--seed", "0", "--quiet", "--out", str(model), "--device", "cpu",
-             *options, *(["--limit", str(args.limit)] if args.limit else []),
+             *options, *(["--train-eps", args.ibp_train_eps] if name == "IBP" else []),
+             *(["--limit", str(args.limit)] if args.limit else []),
              *(["--resume"] if (folder / "model.last.pt").exists() else [])])
         (folder / "done").write_text("")
     limit = ["--limit", str(args.test_limit)] if args.test_limit else []
@@ -76,6 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--test-limit", type=int)
     parser.add_argument("--crown-steps", type=int, default=20)
+    parser.add_argument("--ibp-train-eps", default="8/255", help="the IBP training radius")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="results")
@@ -85,7 +87,8 @@ def main(argv=None) -> None:
         rows = [row for rows in pool.map(measure, [(n, o, args) for n, o in TRAININGS.items()]) for row in rows]
     lines = [f"# Certified vs attacked: {args.dataset}, {args.arch}",
              "",
-             f"T={args.timesteps}, {args.epochs} epochs{f', {args.limit} training images' if args.limit else ''}, seed 0; "
+             f"T={args.timesteps}, {args.epochs} epochs{f', {args.limit} training images' if args.limit else ''}, seed 0, "
+             f"IBP trained at {args.ibp_train_eps}, RFGSM at 4/255; "
              f"{rows[0]['n']} test samples. Accuracy in %. AutoAttack = worst case per sample over the autoattack "
              f"suite (APGD-CE 100, APGD-T, FAB-T, Square 5000), an upper bound of any sound verifier. S-CROWN with "
              f"{args.crown_steps} alpha-CROWN steps; verified = the better of S-IBP and S-CROWN per margin; "
