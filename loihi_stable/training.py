@@ -293,8 +293,9 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
           out: str | os.PathLike | None = None, resume: bool = False, extra: dict | None = None) -> list[dict]:
     """SGD with momentum and cosine decay; returns per-epoch metrics.
 
-    With ``out`` the best checkpoint (by clean validation accuracy) goes to ``out``, the last
-    one (with optimizer and scheduler state, for ``resume``) beside it, with the metrics.
+    With ``out`` the best checkpoint (by clean accuracy on ``val_set``, samples held out of the
+    training data; without one, the last epoch) goes to ``out``, the last one (with optimizer,
+    scheduler and RNG state, for ``resume``) beside it, with the metrics.
     Under torchrun each process trains on its share of every batch (DistributedDataParallel).
     """
     from .io import load_checkpoint, save_checkpoint
