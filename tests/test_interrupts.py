@@ -44,10 +44,17 @@ def segments() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir()} if SHM_DIR.is_dir() else set()
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal gives it, even where this test runs with SIGINT ignored
+    (a job started with & by a shell without job control); the CLI rightly respects an ignored SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(net: Path, out: Path) -> subprocess.Popen:
     """`run` on Loihi2SimCfg in a session of its own (as a terminal would start it), once Lava's workers are up."""
     cli = subprocess.Popen([str(CLI), "run", "--backend", "Loihi2SimCfg", "--attack", "none", "--json", str(out), str(net)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while len(live_processes(cli.pid)) < 4:  # the command, its Lava child, the shared-memory manager, workers
         assert cli.poll() is None, cli.communicate()
@@ -151,6 +158,7 @@ def test_a_swallowed_ctrl_c_still_stops_every_write(tmp_path):
 
     previous = signal.getsignal(signal.SIGINT)
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python sets it where SIGINT is not ignored
         interrupts.install()
         try:
             os.kill(os.getpid(), signal.SIGINT)
@@ -174,7 +182,7 @@ def test_ctrl_c_during_training_is_never_lost(tmp_path, delay):
     out = tmp_path / "m.pt"
     cli = subprocess.Popen([str(CLI), "train", "--out", str(out), "--epochs", "60", "--limit", "300", "--val-size", "50",
                             "--hidden", "32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=default_sigint)
     time.sleep(delay)
     sent = time.monotonic()
     os.killpg(cli.pid, signal.SIGINT)
