@@ -340,3 +340,25 @@ def test_conv_networks_train_with_ibp_and_certify_without_the_chip(tmp_path):
         assert gpu.exit_code == 2 and "no CUDA GPU" in gpu.output
     wrn = runner.invoke(app, ["train", "--arch", "wrn16-4", "--perturb", "ibp", "--out", str(tmp_path / "w.pt")])
     assert wrn.exit_code == 2 and "wrn16-4" in wrn.output
+
+
+@pytest.mark.parametrize("arch,shape", [("convnet", (1, 8, 8)), ("vgg5", (3, 8, 8))])
+def test_conv_bounds_contain_random_points_of_deeper_vgg_networks(arch, shape):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, input_shape=list(shape), mean=[0.4] * shape[0], std=[0.3] * shape[0],
+                                    timesteps=3))
+    model.train()
+    model(torch.rand(16, *shape))
+    model.eval()
+    x, y = torch.rand(4, *shape), torch.randint(0, 10, (4,))
+    eps = 2 / 255
+    with torch.no_grad():
+        bounds = ibp_bounds(model, x, eps)
+    crown = crown_margin_lower_bound(model, x, y, eps, bounds)
+    for point in ball_points(x, eps, 12):
+        logits, rec = recorded(model, point)
+        assert bounds.logits.contains(logits, 1e-4)
+        for layer, states in enumerate(rec):
+            assert bounds.voltage[layer].contains(states["voltage"], 1e-4)
+        margin = logits.gather(1, y[:, None]) - logits
+        assert (margin >= margin_lower_bound(bounds, y) - 1e-4).all() and (margin >= crown - 1e-4).all()
