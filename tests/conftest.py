@@ -36,6 +36,13 @@ def dlif_checkpoint(digits):
     return trained_checkpoint(digits, "dlif")
 
 
+@pytest.fixture(scope="module")
+def dlif_model(dlif_checkpoint):
+    """The digits DLIF MLP, rebuilt from its checkpoint (a fresh one per test module)."""
+    from netx_export.export import model_from_checkpoint
+    return model_from_checkpoint(dlif_checkpoint)
+
+
 @pytest.fixture(scope="session")
 def natural_checkpoint(digits):
     return trained_checkpoint(digits, "dlif", epochs=6, perturb="none")

@@ -8,12 +8,11 @@ from loihi_stable.attacks import APGD, FGSM, PGD, GaussianNoise, dlr_loss, load_
 from loihi_stable.attacks.pgd import default_step_size
 from loihi_stable.errors import UserError
 from loihi_stable.evaluation import evaluate
-from netx_export.export import model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
-def model(dlif_checkpoint):
-    return model_from_checkpoint(dlif_checkpoint)
+def model(dlif_model):
+    return dlif_model
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ import torch
 from loihi_stable.attacks import APGDT, FABT, Square, load_suite, make_attack
 from loihi_stable.attacks.fab import project_onto_hyperplane_linf
 from loihi_stable.evaluation import build_attacks, evaluate
-from netx_export.export import model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
-def model(dlif_checkpoint):
-    return model_from_checkpoint(dlif_checkpoint)
+def model(dlif_model):
+    return dlif_model
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,13 @@ from .intervals import Box
 from .sibp import SpikingBounds, ibp_bounds, input_bounds, neuron_bounds, synapse_weight
 
 
+def _area_slopes(v: Box, th: float) -> dict:
+    """The smaller-area end of each relaxation family (0 or 1): the default slopes, and alpha-CROWN's start."""
+    l, h = v.lo, v.hi
+    return {"spike_hi": ((h - th) < (th - l)).to(l.dtype), "spike_lo": ((th - l) < (h - th)).to(l.dtype),
+            "reset_hi": ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th)).to(l.dtype)}
+
+
 def _spike_relaxation(v: Box, th: float, alpha_lo=None, alpha_hi=None):
     """(a_lo, b_lo, a_hi, b_hi) with a_lo v + b_lo <= H(v - th) <= a_hi v + b_hi on [l, h].
 
@@ -39,10 +46,10 @@ def _spike_relaxation(v: Box, th: float, alpha_lo=None, alpha_hi=None):
     undecided = ~(on | off)
     zero = torch.zeros_like(l)
     below, above = (th - l).clamp(min=1e-12), (h - th).clamp(min=1e-12)
-    if alpha_hi is None:
-        alpha_hi = (above < below).to(l.dtype)
-    if alpha_lo is None:
-        alpha_lo = (below < above).to(l.dtype)
+    if alpha_hi is None or alpha_lo is None:
+        area = _area_slopes(v, th)
+        alpha_hi = area["spike_hi"] if alpha_hi is None else alpha_hi
+        alpha_lo = area["spike_lo"] if alpha_lo is None else alpha_lo
     a_hi = torch.where(undecided, alpha_hi / below, zero)
     b_hi = torch.where(undecided, 1 - a_hi * th, torch.where(off, zero, zero + 1))
     a_lo = torch.where(undecided, alpha_lo / above, zero)
@@ -66,7 +73,7 @@ def _reset_relaxation(v: Box, th: float, alpha_hi=None):
     a_lo = torch.where(off, zero + 1, torch.where(line_lo, -l / span, zero))
     b_lo = torch.where(line_lo, l * h / span, zero)
     if alpha_hi is None:
-        alpha_hi = ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th)).to(l.dtype)
+        alpha_hi = _area_slopes(v, th)["reset_hi"]
     a_hi = torch.where(off, zero + 1, torch.where(undecided, alpha_hi, zero))
     b_hi = torch.where(undecided, th * (1 - alpha_hi), zero)
     return a_lo, b_lo, a_hi, b_hi
@@ -220,12 +227,13 @@ def _voltages(ibp: SpikingBounds) -> list[Box]:
 
 
 def tightened_bounds(model, x: torch.Tensor, eps: float, max_neurons: int = 256,
-                     chunk_elements: int = 1 << 24) -> SpikingBounds:
+                     chunk_elements: int = 1 << 24, plain: SpikingBounds | None = None) -> SpikingBounds:
     """S-IBP with every voltage of a layer of at most ``max_neurons`` neurons intersected with its
     S-CROWN bound, layer by layer and step by step, so that each later relaxation (and S-IBP itself)
     starts from the tighter interval: never looser than S-IBP, neuron by neuron."""
-    with torch.no_grad():
-        plain = ibp_bounds(model, x, eps)
+    if plain is None:  # the untightened pass: layer shapes for the affine steps, and the widest layer
+        with torch.no_grad():
+            plain = ibp_bounds(model, x, eps)
     steps_ = affine_steps(model, plain)
     widest = max(math.prod(v.lo.shape[1:-1]) for v in plain.voltage)
 
@@ -239,8 +247,9 @@ def tightened_bounds(model, x: torch.Tensor, eps: float, max_neurons: int = 256,
         signs = torch.cat([eye, -eye])                               # lower bounds of v and of -v
         chunk = max(1, chunk_elements // (2 * n * widest))
         clips = {}
+        earlier = _voltages(so_far)
         for t in range(model.config.timesteps):
-            volts = _voltages(so_far) + _voltages(SpikingBounds(voltage=[voltage]))
+            volts = earlier + _voltages(SpikingBounds(voltage=[voltage]))
             lows, highs = [], []
             for a in range(0, len(x), chunk):
                 part = [Box(v.lo[a:a + chunk], v.hi[a:a + chunk]) for v in volts]
@@ -281,12 +290,7 @@ def affine_steps(model, ibp: SpikingBounds) -> list[AffineStep]:
 
 def _default_alphas(ibp: SpikingBounds, thresholds: list[float]) -> list[dict]:
     """The area heuristic's slopes, as the starting point of the optimisation."""
-    alphas = []
-    for volt, th in zip(ibp.voltage, thresholds):
-        l, h = volt.lo.detach().double(), volt.hi.detach().double()
-        alphas.append({"spike_hi": ((h - th) < (th - l)).double(), "spike_lo": ((th - l) < (h - th)).double(),
-                       "reset_hi": ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th)).double()})
-    return alphas
+    return [_area_slopes(volt, th) for volt, th in zip(_voltages(ibp), thresholds)]
 
 
 def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float,

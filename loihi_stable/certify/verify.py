@@ -32,7 +32,7 @@ def certify_batch(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: s
     out = {"ibp": verified(ibp_margin, y)}
     if method in ("crown", "both"):
         if tighten:
-            tight = tightened_bounds(model, x, eps)
+            tight = tightened_bounds(model, x, eps, plain=bounds)
             crown = torch.maximum(crown_margin_lower_bound(model, x, y, eps, tight, iterations=crown_steps),
                                   margin_lower_bound(tight, y))
         else:
