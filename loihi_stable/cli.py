@@ -159,10 +159,7 @@ def train(
     stem = out.with_suffix("")
     guards.check_outputs({"--out": out, "--out (last checkpoint)": Path(f"{stem}.last.pt"),
                           "--out (metrics)": Path(f"{stem}.metrics.json")}, [data_root])
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"unknown --device '{device}': choose auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    use_cuda = _device(device).type == "cuda"
     info = dataset_info(dataset)
     train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad,
                             stability_loss=stability_loss, epochs=epochs,
@@ -170,7 +167,6 @@ def train(
                             val_size=val_size, val_eps=parse_eps(val_eps),
                             data_root=str(data_root) if data_root else None,
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     rank, world = _init_distributed(use_cuda)
     if not use_cuda:
         from .allocator import keep_freed_memory
