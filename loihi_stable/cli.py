@@ -293,6 +293,8 @@ def run(
     dlif_schedule: Optional[str] = typer.Option(
         None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
                    "(set between steps on stock LIF neurons; Loihi2HwCfg default, slower)."),
+    device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
+                                            "the attacks run; the chip (Lava, emulator) runs on the CPU."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Run an exported network on Lava and compare it with the float model."""
@@ -309,6 +311,7 @@ def run(
     if backend != "emulator":
         resolve_dlif_schedule(backend, dlif_schedule)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
+    target = _device(device)
     spec = read_netx(network)
     source = None
     if transfer_from is not None:
@@ -322,7 +325,7 @@ def run(
             raise UserError(f"--transfer-from '{transfer_from}' takes other inputs or classes than '{network}': "
                             "give a checkpoint trained on the same data set")
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule,
-                     data_root=data_root, transfer_from=source)
+                     data_root=data_root, transfer_from=source, device=target)
     rows = [[name, r["accuracy_float"], r["accuracy_grid"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]
     typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "
@@ -442,6 +445,8 @@ def check_command(
     ratio_threshold: float = typer.Option(1.5, help="Flag layers whose chip/float MS-MPPD ratio exceeds this."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG (perturbation traces and per-layer bars)."),
+    device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
+                                            "the attacks run; the chip (Lava, emulator) runs on the CPU."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
     """Compare membrane potential perturbations and accuracy of the float model and the chip."""
@@ -461,6 +466,7 @@ def check_command(
     check_limit(limit)
     guards.number("--ratio-threshold", ratio_threshold, 0.0, 1e6, low_open=True, fix="e.g. 1.5")
     guards.check_outputs({"--json": json_out, "--plot": plot}, [checkpoint, network])
+    target = _device(device)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     if network is None:
@@ -471,7 +477,8 @@ def check_command(
         spec = read_netx(network)
         check_spec_matches(spec, model, payload)
     test = checkpoint_test_split(payload, data_root, limit)
-    result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet)
+    result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet,
+                   device=target)
     typer.echo(f"{spec.neuron.upper()} {checkpoint} vs chip ({backend}), {attack.upper()} eps={eps_value * 255:g}/255, "
                f"{result['n']} samples")
     typer.echo(table(["layer", "MS-MPPD float", "MS-MPPD chip", "ratio", "correlation", "spike agreement", "flag"],

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from loihi_stable.metrics import mppd, record
+from loihi_stable.metrics import LayerRecord, mppd, record
 from netx_export.backends import run_on
 from netx_export.chip_model import grid_model
 from netx_export.deploy import craft
@@ -36,12 +36,20 @@ def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun, thresholds: list[f
     return [c.double() / layer.threshold * th for c, layer, th in zip(raw, spec.layers, thresholds)]
 
 
+def _on_cpu(logits: torch.Tensor, layers: list[LayerRecord]) -> tuple[torch.Tensor, list[LayerRecord]]:
+    return logits.cpu(), [LayerRecord(**{k: getattr(r, k).cpu() for k in ("current", "voltage", "spike")})
+                          for r in layers]
+
+
 def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
-          backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True) -> dict:
-    adv = craft(grid_model(spec, model), attack, x, y, eps, "chip-aware")
+          backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True,
+          device: str | torch.device = "cpu") -> dict:
+    """The float model and the attack run on ``device`` (moved there); the chip and the comparison on the CPU."""
+    model = model.to(device)
+    adv = craft(grid_model(spec, model).to(device), attack, x, y, eps, "chip-aware")
     leak = model.config.leak
     with model.arithmetic("float"):
-        float_logits, float_layers = zip(*(record(model, inputs) for inputs in (x, adv)))
+        float_logits, float_layers = zip(*(_on_cpu(*record(model, inputs.to(device))) for inputs in (x, adv)))
     both = torch.cat([x, adv]).numpy()
     run = run_on(spec, both, backend, progress=progress, probe_layers=True)
     result: dict = {"backend": backend, "attack": attack, "eps": eps, "eps_255": round(eps * 255, 4),

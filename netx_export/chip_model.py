@@ -28,11 +28,27 @@ class ChipModel(torch.nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
-        self.weights = [torch.from_numpy(np.ascontiguousarray(layer.weight)).double() for layer in spec.layers]
-        self.biases = [0 if layer.bias is None else
-                       torch.from_numpy(layer.bias).double().view(*((-1, 1, 1) if layer.kind == "conv" else (-1,)))
-                       for layer in spec.layers]
-        self.schedules = [s.double() for s in layer_schedules(spec)]
+        # buffers, so that .to(device) moves the integers with the module (certify/run/check --device)
+        for i, (layer, schedule) in enumerate(zip(spec.layers, layer_schedules(spec))):
+            self.register_buffer(f"weight{i}", torch.from_numpy(np.ascontiguousarray(layer.weight)).double())
+            self.register_buffer(f"bias{i}", torch.zeros((), dtype=torch.float64) if layer.bias is None else
+                                 torch.from_numpy(layer.bias).double().view(*((-1, 1, 1) if layer.kind == "conv" else (-1,))))
+            self.register_buffer(f"schedule{i}", schedule.double())
+
+    def _per_layer(self, name: str) -> list[torch.Tensor]:
+        return [getattr(self, f"{name}{i}") for i in range(len(self.spec.layers))]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return self._per_layer("weight")
+
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        return self._per_layer("bias")
+
+    @property
+    def schedules(self) -> list[torch.Tensor]:
+        return self._per_layer("schedule")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Graded payloads round(64 x), straight-through, shaped for the first layer."""

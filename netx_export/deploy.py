@@ -35,10 +35,16 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
         raise UserError(f"unknown crafting '{crafting}': choose one of {', '.join(CRAFTING)}")
     specs = load_suite(attack) if attack in SUITES else ["pgd10" if attack == "pgd" else attack]
     attacks = build_attacks(model, specs, eps)
+    device = model_device(model)  # the attack runs where the model is; the chip takes CPU inputs
+    x, y = x.to(device), y.to(device)
     if crafting == "from-float":
         with model.arithmetic("float"):
-            return worst_case_inputs(model, attacks, x, y)
-    return worst_case_inputs(model, attacks, x, y)
+            return worst_case_inputs(model, attacks, x, y).cpu()
+    return worst_case_inputs(model, attacks, x, y).cpu()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
 
 
 def square_on_chip(spec: NetSpec, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int) -> torch.Tensor:
@@ -55,7 +61,7 @@ CHIP_SQUARE_QUERIES = (5000, 500)  # dense, conv: each query is one emulator pas
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
             limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None,
-            data_root: str | None = None, transfer_from=None) -> dict:
+            data_root: str | None = None, transfer_from=None, device: str | torch.device = "cpu") -> dict:
     """Accuracy of the three versions of the network, and how often grid and chip agree, per input set.
 
     Versions: float (the trained weights in plain float), grid (the torch model on the chip's
@@ -64,7 +70,8 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     model (named after it), crafted on the float version ("<attack>-from-float"), on an independently
     trained model (``transfer_from``: "<attack>-transfer") and, for suites, Square against the chip
     itself ("square<q>-on-chip", query-only). ``robust`` is the chip's worst case per sample over
-    every set; ``robust_float`` and ``robust_grid`` the same for the other two versions.
+    every set; ``robust_float`` and ``robust_grid`` the same for the other two versions. The float
+    and grid models and their attacks run on ``device``; the chip and Square against it on the CPU.
     """
     if attack not in ATTACKS:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
@@ -72,7 +79,10 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
         raise UserError(f"eps must be in [0, 1], got {eps}: write it on the /255 scale, e.g. 8/255")
     model = model_from_checkpoint(spec.checkpoint)
     check_spec_matches(spec, model, spec.checkpoint)
-    grid = grid_model(spec, model)
+    model = model.to(device)
+    grid = grid_model(spec, model).to(device)
+    if transfer_from is not None:
+        transfer_from = transfer_from.to(device)
     test = checkpoint_test_split(spec.checkpoint, data_root, limit)
     sets = {"clean": test.x}
     if attack != "none":
@@ -90,9 +100,10 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions
     chip_seconds = time.perf_counter() - start
     with torch.no_grad():
-        grids = grid(inputs).argmax(1).numpy()
+        on_device = inputs.to(device)
+        grids = grid(on_device).argmax(1).cpu().numpy()
         with model.arithmetic("float"):
-            floats = model(inputs).argmax(1).numpy()
+            floats = model(on_device).argmax(1).cpu().numpy()
     y = test.y.numpy()
     results, n = {}, len(test)
     for i, name in enumerate(sets):

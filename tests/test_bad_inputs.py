@@ -301,7 +301,16 @@ def path_cases(folder):
         (["train", "--out", pt / "x.pt"], "does not exist"),
         (["train", "--out", folder / "sub"], "is a folder"),
         (["train", "--out", "/dev/null"], "not a regular file"),
+        *[([*command, "--device", "tpu"], "unknown --device") for command in device_commands(pt, net)],
+        *[([*command, "--device", "cuda"], "no CUDA GPU") for command in device_commands(pt, net)
+          if not torch.cuda.is_available()],
     ]
+
+
+def device_commands(pt, net):
+    """Every command with a --device option."""
+    return [["train", "--out", pt.parent / "d.pt", "--epochs", "1", "--limit", "16"], ["eval", pt],
+            ["run", "--backend", "emulator", net], ["check", pt], ["certify", pt]]
 
 
 def test_outputs_that_would_destroy_an_input_or_cannot_be_written(files):

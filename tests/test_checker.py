@@ -58,7 +58,7 @@ def test_check_zero_eps_gives_zero_perturbation(deployed, digits):
 
 def test_check_cli(tmp_path, dlif_checkpoint):
     save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
-    result = CliRunner().invoke(app, ["check", str(tmp_path / "m.pt"), "--limit", "24", "--quiet",
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "m.pt"), "--limit", "24", "--quiet", "--device", "cpu",
                                       "--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")])
     assert result.exit_code == 0, result.output
     assert "MS-MPPD float" in result.output and "spike agreement" in result.output

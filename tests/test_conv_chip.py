@@ -39,6 +39,14 @@ def test_grid_model_of_a_dense_file_is_the_qat_model(tmp_path, digits, dlif_chec
     np.testing.assert_array_equal(readout.numpy(), np.round(logits.numpy() * 4096))
 
 
+def test_grid_model_moves_with_its_module(tmp_path, conv_dlif_checkpoint):
+    """--device cuda moves the grid model with .to(): every integer it computes with must go along."""
+    _, spec = exported(tmp_path, conv_dlif_checkpoint)
+    moved = ChipModel(spec).to("meta")
+    tensors = [*moved.weights, *moved.biases, *moved.schedules]
+    assert len(tensors) == 3 * len(spec.layers) and all(t.device.type == "meta" for t in tensors)
+
+
 def test_grid_model_gives_input_gradients(tmp_path, digits, conv_lif_checkpoint):
     _, spec = exported(tmp_path, conv_lif_checkpoint)
     x = digits[1].x[:8].clone().requires_grad_(True)
@@ -50,7 +58,7 @@ def test_conv_run_on_the_emulator_agrees_with_the_grid_model(tmp_path, conv_lif_
     save_checkpoint(tmp_path / "c.pt", conv_lif_checkpoint)
     runner = CliRunner()
     for args in (["export", "--to", "netx", tmp_path / "c.pt", "-o", tmp_path / "c.net"],
-                 ["run", "--backend", "emulator", "--attack", "pgd", "--limit", "48", "--quiet",
+                 ["run", "--backend", "emulator", "--attack", "pgd", "--limit", "48", "--quiet", "--device", "cpu",
                   "--json", tmp_path / "run.json", tmp_path / "c.net"]):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
