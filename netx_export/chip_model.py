@@ -64,7 +64,7 @@ class ChipModel(torch.nn.Module):
         return payload
 
     def _synaptic_sum(self, i: int, signal: torch.Tensor) -> torch.Tensor:
-        layer, weight = self.spec.layers[i], self.weights[i]
+        layer, weight = self.spec.layers[i], getattr(self, f"weight{i}")
         if layer.kind == "conv":
             total = F.conv2d(signal, weight, stride=layer.stride, padding=layer.padding)
             return _ste(kernel.wrap_conv_activation(torch.round(total.detach())), total)
@@ -78,13 +78,14 @@ class ChipModel(torch.nn.Module):
         spec = self.spec
         first = self._synaptic_sum(0, self.encode(x))
         currents, voltages = [None] * len(spec.layers), [None] * len(spec.layers)
+        schedules, biases = self.schedules, self.biases  # once, not per step and layer
         for t in range(spec.timesteps):
             signal = None
             for i, layer in enumerate(spec.layers):
                 a = first if i == 0 else self._synaptic_sum(i, signal)
                 if currents[i] is None:
                     currents[i], voltages[i] = torch.zeros_like(a), torch.zeros_like(a)
-                u_prev, v_prev, dv, bias = currents[i], voltages[i], self.schedules[i][t], self.biases[i]
+                u_prev, v_prev, dv, bias = currents[i], voltages[i], schedules[i][t], biases[i]
                 u_smooth = (1 - layer.i_decay / kernel.DECAY_UNITY) * u_prev + kernel.activation_current(a)
                 u = _ste(kernel.current_step(u_prev.detach(), a.detach(), layer.i_decay), u_smooth)
                 v_smooth = (1 - dv / kernel.DECAY_UNITY) * v_prev + u + bias * (1 << kernel.BIAS_SHIFT)
