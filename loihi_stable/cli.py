@@ -25,12 +25,14 @@ class OneLineErrors(TyperGroup):
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
         except ClickException as err:
+            if not err.format_message():  # no command given: the help was shown, nothing is wrong
+                return 0 if not standalone_mode else sys.exit(0)
             command = " ".join(err.ctx.command_path.split()[1:]) if getattr(err, "ctx", None) else ""
             typer.echo(f"error: {err.format_message()} (see 'loihi-stable {command + ' ' if command else ''}--help')",
                        err=True)
             code = 2
-        except typer.Abort:
-            typer.echo("interrupted; no output was written", err=True)
+        except (typer.Abort, KeyboardInterrupt):  # a Ctrl-C before a command took over SIGINT (imports, parsing)
+            typer.echo(interrupts.message(), err=True)
             code = 130
         if not standalone_mode:
             return code
@@ -63,12 +65,16 @@ def friendly_errors(command):
         interrupts.install()
         try:
             return command(*args, **kwargs)
-        except UserError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted; no output was written", err=True)
-            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
+            if isinstance(err, KeyboardInterrupt) or interrupts.received():
+                typer.echo(interrupts.message(), err=True)
+                raise typer.Exit(130) from None
+            if isinstance(err, UserError):
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+            raise
     return wrapper
 
 
@@ -118,7 +124,7 @@ def train(
     from .models import ModelConfig, build_model
     from .neurons import NEURONS
     from .training import TrainConfig, accuracy
-    from .training import train as run_training
+    from .training import RunFiles, train as run_training
 
     if neuron not in NEURONS:
         raise UserError(f"unknown neuron '{neuron}': choose one of {', '.join(sorted(NEURONS))}")
@@ -190,31 +196,29 @@ def train(
     if resume and not Path(f"{out.with_suffix('')}.last.pt").exists():
         raise UserError(f"--resume: no '{out.with_suffix('')}.last.pt' to continue from: start without --resume")
     start = time.perf_counter()
-    last = Path(f"{out.with_suffix('')}.last.pt")
-    saved_before = last.stat().st_mtime_ns if last.exists() else None
     try:
         history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=val_set, out=out,
                                resume=resume, extra={"metrics": {}})
-    except KeyboardInterrupt:
-        saved = last.exists() and (saved_before is None or last.stat().st_mtime_ns != saved_before or resume)
-        typer.echo(f"interrupted; the epochs finished so far are saved in {last}: add --resume to continue"
-                   if saved else "interrupted before the first epoch ended; no output was written", err=True)
+        seconds = time.perf_counter() - start
+        if rank == 0:
+            clean = accuracy(model, test_set)
+            best = history[-1] if history else {}
+            shape = (f"{model_cfg.in_features}-{'-'.join(map(str, sizes))}-{model_cfg.classes}" if arch == "mlp" else arch)
+            typer.echo(f"trained {neuron.upper()} {shape}, T={timesteps}, perturb={perturb}, rho={rho}"
+                       f"{', RAT' if rat else ''} on {dataset} ({len(train_set.head(limit))} samples"
+                       f"{f', {world} processes' if world > 1 else ''}) in {seconds:.1f}s: last-epoch test accuracy "
+                       f"{clean:.4f} ({len(test_set)} samples); best validation {max(r.get('val_clean') or 0 for r in history):.4f} "
+                       f"({len(val_set)} held-out training samples) "
+                       f"-> {out} (best), {out.with_suffix('')}.last.pt, {out.with_suffix('')}.metrics.{{json,csv,png}}"
+                       if best else f"nothing to do: {out.with_suffix('')}.last.pt already has {epochs} epochs")
+            if best and neuron == "dlif":
+                from .training import describe_schedules
+                typer.echo(describe_schedules(best, leak))
+    except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
+        if not (isinstance(err, KeyboardInterrupt) or interrupts.received()):
+            raise
+        typer.echo(RunFiles(out).interrupted_message(resume), err=True)
         raise typer.Exit(130) from None
-    seconds = time.perf_counter() - start
-    if rank == 0:
-        clean = accuracy(model, test_set)
-        best = history[-1] if history else {}
-        shape = (f"{model_cfg.in_features}-{'-'.join(map(str, sizes))}-{model_cfg.classes}" if arch == "mlp" else arch)
-        typer.echo(f"trained {neuron.upper()} {shape}, T={timesteps}, perturb={perturb}, rho={rho}"
-                   f"{', RAT' if rat else ''} on {dataset} ({len(train_set.head(limit))} samples"
-                   f"{f', {world} processes' if world > 1 else ''}) in {seconds:.1f}s: last-epoch test accuracy "
-                   f"{clean:.4f} ({len(test_set)} samples); best validation {max(r.get('val_clean') or 0 for r in history):.4f} "
-                   f"({len(val_set)} held-out training samples) "
-                   f"-> {out} (best), {out.with_suffix('')}.last.pt, {out.with_suffix('')}.metrics.{{json,csv,png}}"
-                   if best else f"nothing to do: {out.with_suffix('')}.last.pt already has {epochs} epochs")
-        if best and neuron == "dlif":
-            from .training import describe_schedules
-            typer.echo(describe_schedules(best, leak))
     if world > 1:
         torch.distributed.destroy_process_group()
 
@@ -588,7 +592,18 @@ def certify_command(
 
 
 def main() -> None:
-    app(prog_name="loihi-stable")
+    """The console script: after the command, a late Ctrl-C (during interpreter shutdown) changes nothing."""
+    import signal
+
+    try:
+        code = app(prog_name="loihi-stable", standalone_mode=False)
+    except KeyboardInterrupt:  # between the command's end and here
+        typer.echo(interrupts.message(), err=True)
+        code = 130
+    finally:
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

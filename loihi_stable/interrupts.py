@@ -1,24 +1,31 @@
-"""Ctrl-C that is never lost.
+"""Ctrl-C that is never lost, and never turned into another error.
 
-Python raises KeyboardInterrupt wherever the main thread happens to be; inside a weakref callback
-or a ``__del__`` (garbage collection, at any moment) it is printed as "Exception ignored" and
-dropped, and the command would go on, finish and write its outputs. So the handler also records
-the interrupt, and the points that must not go on after one (every progress update, hence every
-training step and attack batch, and every atomic write) check the record.
+Python raises KeyboardInterrupt wherever the main thread happens to be. Inside a weakref callback
+or a ``__del__`` it is printed as "Exception ignored" and dropped; inside a library it can leave
+that library half-way through an update and come out as another exception (matplotlib drawing a
+marker: ``ValueError: Invalid affine transformation matrix``). So the handler records the
+interrupt; the points that must not go on after one (every progress update, every atomic write)
+check the record; a command that fails after one reports the interrupt, not the failure; and the
+steps no library survives being interrupted in (drawing a figure, writing HDF5, an epoch's files)
+run under ``deferred()``, which holds the interrupt until the step is done.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 
 _received = False
+_deferring = 0
+_written: list[str] = []
 
 
 def _on_sigint(signum, frame):
     global _received
     _received = True
-    raise KeyboardInterrupt
+    if not _deferring:
+        raise KeyboardInterrupt
 
 
 def _quiet_unraisable(unraisable, default=sys.unraisablehook):
@@ -29,14 +36,53 @@ def _quiet_unraisable(unraisable, default=sys.unraisablehook):
 
 def install() -> None:
     """Take over SIGINT for this command (main thread only; a no-op elsewhere or where SIGINT is ignored)."""
-    global _received
-    _received = False
+    global _received, _deferring
+    _received, _deferring = False, 0
+    _written.clear()
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
         sys.unraisablehook = _quiet_unraisable
 
 
+def received() -> bool:
+    """Whether a Ctrl-C came since ``install``: any failure after it is the interrupt's doing."""
+    return _received
+
+
 def check() -> None:
-    """Raise KeyboardInterrupt again if one was received, even if something swallowed it."""
-    if _received:
+    """Raise KeyboardInterrupt again if one was received, even if something swallowed it
+    (inside ``deferred()``: at the end of the block)."""
+    if _received and not _deferring:
         raise KeyboardInterrupt
+
+
+def wrote(path) -> None:
+    """Note a finished output, so that an interrupted command can say what it left."""
+    _written.append(str(path))
+
+
+def written() -> list[str]:
+    return list(dict.fromkeys(_written))
+
+
+def message() -> str:
+    """The one line an interrupted command ends with."""
+    if not _written:
+        return "interrupted; no output was written"
+    return f"interrupted; written before it: {', '.join(written())} (complete files)"
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold a Ctrl-C until the block ends (keep the block short), then raise it.
+
+    Already interrupted: the block does not start.
+    """
+    global _deferring
+    check()
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    check()

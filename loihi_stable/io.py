@@ -8,11 +8,13 @@ import json
 import os
 import stat
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import interrupts
+from . import interrupts, schema
 from .errors import UserError
 
 CHECKPOINT_FORMAT = "loihi-stable-checkpoint"
@@ -54,6 +56,7 @@ def atomic_path(path: str | os.PathLike):
         interrupts.check()  # a Ctrl-C that was swallowed on the way still means: write nothing
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        interrupts.wrote(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -72,7 +75,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 
 def checkpoint_from_bytes(data: bytes, source: str) -> dict:
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:
         raise UserError(f"the checkpoint embedded in '{source}' is unreadable: re-export the file with "
                         "'loihi-stable export --to netx model.pt'") from None
@@ -84,18 +89,56 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' not found: pass the .pt file written by 'loihi-stable train --out'")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol warning: the file is checked (and refused) below
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         raise UserError(f"'{path}' is not a loihi-stable checkpoint (unreadable by torch.load): "
                         "pass the .pt file written by 'loihi-stable train --out'") from None
     return _validated(payload, str(path))
 
 
+@dataclass
+class CheckpointFields:
+    """The top-level fields a checkpoint may hold, and their types."""
+
+    format: str
+    version: int
+    model_config: dict
+    state_dict: dict
+    train_config: dict
+    metrics: dict
+    history: list[dict]
+    epoch: int
+    best_accuracy: float
+    optimizer: dict
+    scheduler: dict
+    scaler: dict
+    rng: dict
+
+
+@dataclass
+class BestMetrics:
+    best_val_clean: float
+    best_epoch: int
+
+
 def _validated(payload, source: str) -> dict:
+    from .classifier import ModelConfig
+    from .training import TrainConfig
+
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"'{source}' is a torch file but not a loihi-stable checkpoint: "
                         "pass the .pt file written by 'loihi-stable train --out'")
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise UserError(f"'{source}' has checkpoint version {payload.get('version')}, this loihi-stable "
+        raise UserError(f"'{source}' has checkpoint version {payload.get('version')!r:.40}, this loihi-stable "
                         f"reads version {CHECKPOINT_VERSION}: retrain or upgrade loihi-stable")
+    try:
+        schema.check_fields(CheckpointFields, payload, "checkpoint")
+        for key, cls in (("model_config", ModelConfig), ("train_config", TrainConfig), ("metrics", BestMetrics)):
+            if key in payload:
+                schema.check_fields(cls, payload[key], key)
+    except ValueError as err:
+        raise UserError(f"'{source}' is a damaged checkpoint ({err}): pass the .pt file written by "
+                        "'loihi-stable train --out', or retrain") from None
     return payload

@@ -1,9 +1,21 @@
 """Figures for people: robust accuracy per attack, per-layer MS-MPPD, and the eps sweep."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+from . import interrupts
 from .io import atomic_path
+
+
+def drawing(plot):
+    """A figure is drawn whole: a Ctrl-C inside matplotlib can break its transforms mid-draw and come
+    out as a ValueError, so it waits until the file is written (about a second)."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with interrupts.deferred():
+            return plot(*args, **kwargs)
+    return wrapper
 
 
 def pyplot():
@@ -21,6 +33,7 @@ def save_figure(fig, path: str | Path) -> None:
     pyplot().close(fig)
 
 
+@drawing
 def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
     plt = pyplot()
     attacks = [name for name in result["layers"]]
@@ -48,6 +61,7 @@ def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
     save_figure(fig, path)
 
 
+@drawing
 def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     plt = pyplot()
     eps = [r["eps_255"] for r in rows]
@@ -65,6 +79,7 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     save_figure(fig, path)
 
 
+@drawing
 def plot_training(history: list[dict], path: str | Path, title: str = "") -> None:
     """Loss parts, clean/PGD validation accuracy, MS-MPPD and the DLIF a[t] over epochs."""
     plt = pyplot()

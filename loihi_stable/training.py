@@ -273,6 +273,25 @@ class RunFiles:
         self.last = Path(f"{stem}.last.pt")
         self.json, self.csv, self.png = (Path(f"{stem}.metrics.{ext}") for ext in ("json", "csv", "png"))
 
+    def interrupted_message(self, resumed: bool) -> str:
+        """What an interrupted run leaves, said as it is (an epoch's files are written together)."""
+        from . import interrupts
+
+        if str(self.last) in interrupts.written() or (resumed and self.last.exists()):
+            return f"interrupted; the epochs finished so far are saved in {self.last}: add --resume to continue"
+        return interrupts.message().replace("interrupted;", "interrupted before the first epoch ended;")
+
+    def write_epoch(self, payload: dict, resume_state: dict, is_best: bool, title: str) -> None:
+        """The best and last checkpoints and the metrics of one epoch, all or none: a Ctrl-C waits for them."""
+        from . import interrupts
+        from .io import save_checkpoint
+
+        with interrupts.deferred():
+            if is_best:
+                save_checkpoint(self.best, payload)
+            save_checkpoint(self.last, {**payload, **resume_state})
+            self.write_metrics(payload["history"], title)
+
     def write_metrics(self, history: list[dict], title: str) -> None:
         from .io import atomic_path, write_json
         from .plots import plot_training
@@ -298,7 +317,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
     scheduler and RNG state, for ``resume``) beside it, with the metrics.
     Under torchrun each process trains on its share of every batch (DistributedDataParallel).
     """
-    from .io import load_checkpoint, save_checkpoint
+    from .io import load_checkpoint
     from .regularizers import rat_step
 
     rank, world = _distributed()
@@ -324,7 +343,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
         loss_module = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=False)
     files = RunFiles(out) if out is not None else None
     history: list[dict] = []
-    best, start_epoch = -1.0, 0
+    best, best_epoch, start_epoch = -1.0, 0, 0
     if resume and files is not None and files.last.exists():
         state = load_checkpoint(files.last)
         try:
@@ -336,6 +355,7 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = state["history"], state["best_accuracy"], state["epoch"]
+        best_epoch = (state.get("metrics") or {}).get("best_epoch", 0)
         restore_rng_state(state.get("rng"))
     if val_set is not None and len(val_set) == 0:
         val_set = None  # no hold-out: the best checkpoint is the last one
@@ -382,16 +402,18 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
             row.update(learned_schedules(model))
             history.append(row)
             if files is not None and rank == 0:
-                payload = {**(extra or {}), "model_config": model.config.to_dict(), "train_config": config.to_dict(),
-                           "state_dict": model.state_dict(), "history": history}
-                if row.get("val_clean") is None or row["val_clean"] > best:
+                is_best = row.get("val_clean") is None or row["val_clean"] > best
+                if is_best:
                     best = row.get("val_clean", best)
-                    save_checkpoint(files.best, {**payload, "metrics": {"best_val_clean": best, "best_epoch": epoch + 1}})
-                save_checkpoint(files.last, {**payload, "optimizer": optimizer.state_dict(),
-                                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                             "epoch": epoch + 1, "best_accuracy": best, "rng": rng_state()})
-                files.write_metrics(history, f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
-                                             f"rho={config.rho}{', RAT' if config.rat else ''}")
+                    best_epoch = epoch + 1
+                payload = {**(extra or {}), "model_config": model.config.to_dict(), "train_config": config.to_dict(),
+                           "state_dict": model.state_dict(), "history": history,
+                           "metrics": {"best_val_clean": best, "best_epoch": best_epoch}}
+                files.write_epoch(payload, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                            "scaler": scaler.state_dict(), "epoch": epoch + 1, "best_accuracy": best,
+                                            "rng": rng_state()}, is_best,
+                                  f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
+                                  f"rho={config.rho}{', RAT' if config.rat else ''}")
             if world > 1:
                 torch.distributed.barrier()
     return history

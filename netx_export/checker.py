@@ -93,6 +93,12 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
 
 def plot_check(result: dict, path, neurons: int = 3, title: str = "") -> None:
     """Figure-1-style eps[t] traces (float solid, chip dashed) and per-layer MS-MPPD bars."""
+    from loihi_stable.plots import drawing
+
+    drawing(_plot_check)(result, path, neurons, title)
+
+
+def _plot_check(result: dict, path, neurons: int, title: str) -> None:
     from loihi_stable.plots import pyplot, save_figure
 
     plt = pyplot()

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import torch
 
-from loihi_stable import chip_kernel as kernel
+from loihi_stable import chip_kernel as kernel, interrupts
 from loihi_stable.errors import UserError
 from loihi_stable.fixed_point import INPUT_MESSAGE_BITS, INPUT_SCALE
 from loihi_stable.io import atomic_path, checkpoint_from_bytes
@@ -143,7 +143,7 @@ def write_netx_file(spec: NetSpec, path: str | Path) -> None:
         entries.append(_layer_datasets(layer))
     buffer = io.BytesIO()
     torch.save(spec.checkpoint, buffer)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, interrupts.deferred():  # HDF5 cut mid-write can fail to close; then nothing is renamed
         with h5py.File(tmp, "w") as handle:
             group = handle.create_group("layer")
             for i, entry in enumerate(entries):
@@ -258,6 +258,29 @@ def _read_layer(group, i: int, shape_in: tuple, where: str, timesteps: int) -> L
     return layer
 
 
+METADATA_KINDS = {"format_version": "int", "timesteps": "int", "input_scale": "int", "input_message_bits": "int",
+                  "input_shape": "ints", "bias_channel": "bool", "neuron": "str", "arch": "str", "dataset": "str",
+                  "sha256": "str"}
+
+
+def _typed_metadata(meta: dict, path: Path, fix: str) -> dict:
+    """The extension attributes with the kinds an export writes (text where a number belongs: one line)."""
+    def fits(value, kind) -> bool:
+        if kind == "int":
+            return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if kind == "bool":
+            return isinstance(value, (bool, np.bool_))
+        if kind == "str":
+            return isinstance(value, str)
+        return isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu"
+
+    for key, kind in METADATA_KINDS.items():
+        if key in meta and not fits(meta[key], kind):
+            words = {"int": "a whole number", "bool": "true/false", "str": "text", "ints": "a list of whole numbers"}
+            raise UserError(f"'{path}' has attribute '{key}' = {meta[key]!r:.30}, which must be {words[kind]}: {fix}")
+    return meta
+
+
 def read_netx(path: str | Path) -> NetSpec:
     """Parse and validate an exported file; any defect is a one-line UserError."""
     path = Path(path)
@@ -270,7 +293,7 @@ def read_netx(path: str | Path) -> NetSpec:
         with h5py.File(path, "r") as handle:
             if "layer" not in handle or EXTENSION_GROUP not in handle:
                 raise UserError(f"'{path}' is HDF5 but not a loihi-stable NetX export: {fix}")
-            meta = dict(handle[EXTENSION_GROUP].attrs)
+            meta = _typed_metadata(dict(handle[EXTENSION_GROUP].attrs), path, fix)
             if int(meta.get("format_version", -1)) != FORMAT_VERSION:
                 raise UserError(f"'{path}' has format version {meta.get('format_version')}, "
                                 f"expected {FORMAT_VERSION}: {fix}")

@@ -346,3 +346,132 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path):
     write_json(tmp_path / "out.json", {"a": 1})
     assert not stale.exists() and live.exists()
     assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
+
+
+# --- wrong types, field by field ---------------------------------------------------------------
+def _wrong_value(annotation):
+    """A value of another type than ``annotation`` allows (a list where a mapping belongs, text where a
+    number does, a mapping where text does)."""
+    from loihi_stable.schema import matches
+
+    return next(v for v in ("text", [1, 2], {"a": 1}, 3) if not matches(v, annotation))
+
+
+def _typed_fields():
+    import typing
+
+    from loihi_stable.io import BestMetrics, CheckpointFields
+    from loihi_stable.training import TrainConfig
+
+    cases = {}
+    for where, cls in ((None, CheckpointFields), ("model_config", ModelConfig), ("train_config", TrainConfig),
+                       ("metrics", BestMetrics)):
+        for key, annotation in typing.get_type_hints(cls).items():
+            if (where, key) in ((None, "format"), (None, "version")):
+                continue  # refused as 'not a checkpoint' / 'other version' (tested above)
+            cases[f"{where or 'checkpoint'}.{key}"] = (where, key, _wrong_value(annotation))
+    cases["train_config.dataset as bytes"] = ("train_config", "dataset", b"digits")
+    return cases
+
+
+TYPED_FIELDS = _typed_fields()
+
+
+@pytest.mark.parametrize("case", list(TYPED_FIELDS))
+def test_every_checkpoint_field_of_the_wrong_type_is_one_line(files, lif_checkpoint, case, tmp_path):
+    where, key, value = TYPED_FIELDS[case]
+    payload = copy.deepcopy(lif_checkpoint)
+    payload.setdefault("metrics", {})
+    (payload if where is None else payload[where])[key] = value
+    bad = files / "typed.pt"
+    torch.save(payload, bad)
+    try:
+        for command in (["eval", bad, "--attacks", "fgsm", "--limit", "4"], ["export", bad, "-o", tmp_path / "x.net"],
+                        ["certify", bad, "--limit", "2"], ["check", bad, "--limit", "2"]):
+            line = assert_refused(files, *command)
+            assert key in line, (case, line)
+    finally:
+        bad.unlink()
+
+
+def _set_attr(key, value):
+    return lambda h: h[EXTENSION_GROUP].attrs.__setitem__(key, value)
+
+
+def _embedded_checkpoint(edit):
+    def apply(handle):
+        payload = torch.load(io.BytesIO(handle[f"{EXTENSION_GROUP}/checkpoint"][()].tobytes()), weights_only=True)
+        edit(payload)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        _replace(handle, f"{EXTENSION_GROUP}/checkpoint", np.void(buffer.getvalue()))
+    return apply
+
+
+NET_TYPE_EDITS = {
+    **{f"attr {key} as text": _set_attr(key, "eight") for key in
+       ("timesteps", "input_scale", "input_message_bits", "format_version")},
+    "attr input_shape as text": _set_attr("input_shape", "1x8x8"),
+    **{f"attr {key} as a number": _set_attr(key, 7) for key in ("neuron", "arch", "dataset")},
+    "layer type as a number": lambda h: _replace(h, "layer/1/type", np.array([3])),
+    "weight as text": lambda h: _replace(h, "layer/0/weight", np.array([b"w"] * 4)),
+    "weight as floats": lambda h: _replace(h, "layer/0/weight", np.asarray(h["layer/0/weight"], np.float64) + 0.5),
+    "vThMant as text": lambda h: _replace(h, "layer/0/neuron/vThMant", np.array(b"big")),
+    "vDecay as text": lambda h: _replace(h, "layer/0/neuron/vDecay", np.array(b"slow")),
+    "iDecay as text": lambda h: _replace(h, "layer/0/neuron/iDecay", np.array(b"x")),
+    "decay schedule as text": lambda h: _replace(h, "layer/0/neuron/vDecaySchedule", np.array([b"a"] * 8)),
+    "embedded train_config is a list": _embedded_checkpoint(lambda p: p.__setitem__("train_config", [1, 2])),
+    "embedded model_config.leak as text": _embedded_checkpoint(lambda p: p["model_config"].__setitem__("leak", "x")),
+}
+
+
+@pytest.mark.parametrize("case", list(NET_TYPE_EDITS))
+def test_every_net_field_of_the_wrong_type_is_one_line(files, case):
+    bad = edited(files / "dlif.net", files / "bad.net", NET_TYPE_EDITS[case])
+    try:
+        assert_refused(files, "run", "--backend", "emulator", "--limit", "3", bad)
+        assert_refused(files, "check", files / "dlif.pt", bad, "--limit", "3")
+    finally:
+        bad.unlink()
+
+
+def _suite_type_cases():
+    import inspect
+    import typing
+
+    from loihi_stable.attacks import registry
+
+    cases = {"name as a number": {"name": 5, "type": "pgd"}, "type as a list": {"name": "p", "type": ["pgd"]},
+             "unknown option": {"name": "p", "type": "pgd", "colour": "red"}}
+    for kind, cls in registry.ATTACK_CLASSES.items():
+        hints = typing.get_type_hints(cls.__init__)
+        for key in inspect.signature(cls.__init__).parameters:
+            if key in hints and key not in ("model", "logits"):
+                cases[f"{kind}.{key}"] = {"name": "a", "type": kind, key: _wrong_value(hints[key])}
+    return cases
+
+
+SUITE_TYPE_CASES = _suite_type_cases()
+
+
+@pytest.mark.parametrize("case", list(SUITE_TYPE_CASES))
+def test_every_suite_option_of_the_wrong_type_is_one_line(files, case):
+    try:
+        assert_refused(files, "eval", files / "lif.pt", "--suite", suite_file(files, [SUITE_TYPE_CASES[case]]))
+    finally:
+        (files / "suite.json").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("content", [b"\x80\x04\x95binary", "a raw pickle"])
+def test_binary_suite_files_and_raw_pickles_are_one_line_without_library_warnings(files, content):
+    import pickle
+
+    path = files / ("suite.json" if isinstance(content, bytes) else "raw.pt")
+    path.write_bytes(content if isinstance(content, bytes) else pickle.dumps({"a": 1}, protocol=4))
+    try:
+        if isinstance(content, bytes):
+            assert "UTF-8" in assert_refused(files, "eval", files / "lif.pt", "--suite", path)
+        else:
+            assert "not a loihi-stable checkpoint" in assert_refused(files, "eval", path)
+    finally:
+        path.unlink()

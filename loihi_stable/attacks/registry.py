@@ -1,11 +1,14 @@
 """Attack names used on the command line and in suite files, and the standard suite."""
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
+import typing
 from pathlib import Path
 
+from .. import schema
 from ..errors import UserError
 from ..budget import read_fraction
 from .apgd import APGD
@@ -24,7 +27,9 @@ AUTOATTACK_SUITE = ["apgd-ce100", "apgd-t", "fab-t", "square"]
 FAST_SUITE = ["apgd-ce20", {"name": "apgd-t20", "type": "apgd-t", "steps": 20, "n_target_classes": 3}, "square500"]
 SUITES = {"standard": STANDARD_SUITE, "autoattack": AUTOATTACK_SUITE, "fast": FAST_SUITE}
 CASCADE_SUITES = ("autoattack", "fast")  # only the worst case per sample counts: attack what is still robust
-KINDS = ("fgsm", "pgd", "apgd", "apgd-t", "fab-t", "square", "gaussian")
+ATTACK_CLASSES = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "fab-t": FABT, "square": Square,
+                  "gaussian": GaussianNoise}  # the 'type' of a suite-file entry
+KINDS = tuple(ATTACK_CLASSES)
 
 
 MAX_STEPS = 10_000           # an attack of more iterations is a typo, not an evaluation
@@ -87,15 +92,29 @@ def _make_attack(spec: str | dict, model, eps: float):
                         "apgd-t[steps], fab-t[steps], square[queries] or gaussian")
     options = dict(spec)
     name, kind = options.pop("name", None), options.pop("type", None)
-    if not name or kind not in KINDS:
-        raise UserError(f"suite entry {spec} needs a 'name' and a 'type' out of {', '.join(KINDS)}")
+    if not isinstance(name, str) or not name or not isinstance(kind, str) or kind not in KINDS:
+        raise UserError(f"suite entry {spec!r:.80} needs a 'name' (text) and a 'type' out of {', '.join(KINDS)}")
     options = _checked_options(options)
     options.setdefault("eps", eps)
-    cls = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "fab-t": FABT, "square": Square, "gaussian": GaussianNoise}[kind]
+    cls = ATTACK_CLASSES[kind]
+    _check_option_types(cls, name, options)
     try:
         return name, cls(model, **options)
     except (TypeError, ValueError) as err:
         raise UserError(f"suite entry '{name}': {err}") from None
+
+
+def _check_option_types(cls, name: str, options: dict) -> None:
+    """Each option is one the attack takes, of the type its constructor declares (a string where a
+    number belongs, a list where a name does: one line, before any work)."""
+    hints = typing.get_type_hints(cls.__init__)
+    taken = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "logits")]
+    for key, value in options.items():
+        if key not in taken:
+            raise UserError(f"suite entry '{name}': {cls.__name__} takes no option '{key}' (it takes {', '.join(taken)})")
+        if key in hints and not schema.matches(value, hints[key]):
+            raise UserError(f"suite entry '{name}': '{key}' must be {schema.describe(hints[key])}, "
+                            f"got {schema.type_name(value)} {value!r:.40}")
 
 
 def _steps(spec: str, digits: str, default: int) -> int:
@@ -119,7 +138,11 @@ def load_suite(suite: str) -> list:
     path = Path(suite)
     if not path.is_file():
         raise UserError(f"suite '{suite}' is neither one of {', '.join(SUITES)} nor a JSON/YAML file that exists")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise UserError(f"suite file '{suite}' is not readable UTF-8 text ({type(err).__name__}): give a JSON or "
+                        "YAML list of attacks") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
