@@ -32,7 +32,7 @@ class OneLineErrors(TyperGroup):
                        err=True)
             code = 2
         except (typer.Abort, KeyboardInterrupt):  # a Ctrl-C before a command took over SIGINT (imports, parsing)
-            typer.echo(interrupts.message(), err=True)
+            say(interrupts.message())
             code = 130
         if not standalone_mode:
             return code
@@ -58,6 +58,14 @@ def check_limit(limit: Optional[int]) -> None:
     guards.integer("--limit", limit, 1)
 
 
+def say(line: str) -> None:
+    """The command's last line on stderr (an error or the interrupt): open progress bars end first."""
+    from .progress import close_all
+
+    close_all()
+    typer.echo(line, err=True)
+
+
 def friendly_errors(command):
     """Turn UserError into one line on stderr and exit code 2 (no traceback)."""
     @functools.wraps(command)
@@ -69,10 +77,10 @@ def friendly_errors(command):
             raise
         except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
             if isinstance(err, KeyboardInterrupt) or interrupts.received():
-                typer.echo(interrupts.message(), err=True)
+                say(interrupts.message())
                 raise typer.Exit(130) from None
             if isinstance(err, UserError):
-                typer.echo(f"error: {err}", err=True)
+                say(f"error: {err}")
                 raise typer.Exit(2) from None
             raise
     return wrapper
@@ -217,7 +225,7 @@ def train(
     except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
         if not (isinstance(err, KeyboardInterrupt) or interrupts.received()):
             raise
-        typer.echo(RunFiles(out).interrupted_message(resume), err=True)
+        say(RunFiles(out).interrupted_message(resume))
         raise typer.Exit(130) from None
     if world > 1:
         torch.distributed.destroy_process_group()
@@ -287,8 +295,10 @@ def export(
 def run(
     network: Path = typer.Argument(..., help="NetX file written by 'export'."),
     backend: str = typer.Option("Loihi2SimCfg", help="Loihi2SimCfg (simulator), Loihi2HwCfg (Loihi 2) or emulator."),
-    attack: str = typer.Option("autoattack", help="autoattack (APGD-CE 100, APGD-T, Square; plus Square against the chip), "
-                                                  "fast, none, or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, gaussian."),
+    attack: str = typer.Option("snn-adaptive", help="snn-adaptive (AutoAttack, then APGD-CE/DLR/T through the spike "
+                                                    "backwards searched per model; plus Square against the chip), "
+                                                    "autoattack, fast, none, or one of fgsm, pgd, apgd-ce, apgd-dlr, "
+                                                    "apgd-t, square, gaussian."),
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
@@ -306,8 +316,9 @@ def run(
     from netx_export.deploy import compare
     from netx_export.lava_runner import read_netx, resolve_dlif_schedule
 
+    from .attacks.registry import suite_description
     from .io import write_json
-    from .report import table
+    from .report import n_samples, table
 
     eps_value = parse_eps(eps)
     check_limit(limit)
@@ -338,12 +349,14 @@ def run(
         rows.append(["ROBUST (worst case)", result["robust_float"], result["robust_grid"], result["robust_chip"], ""])
     typer.echo(table(["inputs", "float acc", "grid acc", "chip acc", "agreement (grid/chip)"], rows))
     if attack != "none":
-        typer.echo(f"ROBUST: per sample, correct on clean and on every set above ({attack}"
-                   + (", the strong suite" if attack == "autoattack" else
-                      ", a cheap suite" if attack == "fast" else ": one attack, not a strong suite") + ")")
+        typer.echo(f"ROBUST: per sample, correct on clean and on every set above ({attack}: {suite_description(attack)})")
+        for name, report in result["contributions"].items():
+            typer.echo(f"{name}: broken per attack (newly, in cascade order): "
+                       + ", ".join(f"{a} {r['newly_broken']}" for a, r in report.items()))
     for note in result["diagnostics"]:
         typer.echo(f"warning: {note}")
-    typer.echo(f"chip throughput: {result['chip_samples_per_second']:.1f} samples/s")
+    typer.echo(f"chip: {n_samples(len(result['sets']) * result['n'])} in {result['chip_seconds']:.1f} s on {backend} "
+               f"({result['chip_samples_per_second']:.3g} samples/s)")
     if json_out is not None:
         write_json(json_out, result)
 
@@ -363,10 +376,12 @@ def _eps_list(text: str) -> list[float]:
 @friendly_errors
 def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
-    suite: str = typer.Option("autoattack", help="'autoattack' (APGD-CE 100, APGD-T, Square 5000: worst case per "
-                                                 "sample), 'fast' (a cheap version), 'standard' (the paper's Table 1) "
-                                                 "or a JSON/YAML suite file."),
-    attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce,apgd-t,square."),
+    suite: str = typer.Option("snn-adaptive", help="'snn-adaptive' (AutoAttack's cascade, then APGD-CE/DLR/T through "
+                                                   "the spike backwards searched per model: worst case per sample), "
+                                                   "'autoattack' (APGD-CE 100, APGD-T, FAB-T, Square 5000), 'fast', "
+                                                   "'standard' (the paper's Table 1) or a JSON/YAML suite file."),
+    attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce,apgd-t,square,"
+                                                     "adaptive, or apgd-ce100@sigmoid:4 (through another spike backward)."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
@@ -380,6 +395,7 @@ def evaluate_command(
     from netx_export.export import model_from_checkpoint
 
     from .attacks import CASCADE_SUITES, load_suite
+    from .attacks.registry import suite_description
     from .data import Split, checkpoint_test_split
     from .evaluation import build_attacks, evaluate, masking_diagnostics, sweep_eps as run_sweep
     from .io import load_checkpoint, write_json
@@ -407,9 +423,10 @@ def evaluate_command(
         built = build_attacks(model, specs, eps_value)
         result = evaluate(model, test, built, progress=not quiet, cascade=cascade)
         result["diagnostics"] = masking_diagnostics(model, test, result, built, cascade)
-        names = [n for n in result if n not in ("layers", "n", "diagnostics")]
+        names = [n for n, v in result.items() if isinstance(v, float)]
         typer.echo(f"{label}: {result['n']} test samples, eps={eps_value * 255:g}/255, T={model.config.timesteps}; "
                    f"ROBUST = worst case per sample over {suite_name}"
+                   + (f" ({suite_description(suite)})" if not attacks else "")
                    + ("; each attack ran on what the previous left robust (its column: accuracy after it)"
                       if cascade else ""))
         typer.echo(table(["Model", *["Clean" if n == "clean" else n.upper() for n in names]],
@@ -418,6 +435,9 @@ def evaluate_command(
         n_layers = len(model.spiking_neurons)
         typer.echo(table(["attack", *[f"layer {i + 1}" for i in range(n_layers)]],
                          [[a, *[f"{m['ms_mppd']:.4g}" for m in layers]] for a, layers in result["layers"].items()]))
+        if "contributions" in result:
+            typer.echo("broken per attack (newly, in cascade order): "
+                       + ", ".join(f"{a} {r['newly_broken']}" for a, r in result["contributions"].items()))
         for note in result["diagnostics"]:
             typer.echo(f"warning: {note}")
         output.update(result)
@@ -440,8 +460,9 @@ def evaluate_command(
 def check_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
     network: Optional[Path] = typer.Argument(None, help="Its NetX export (default: exported on the fly)."),
-    attack: str = typer.Option("autoattack", help="autoattack or fast (worst case per sample of the suite), or one of "
-                                                  "fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, gaussian."),
+    attack: str = typer.Option("snn-adaptive", help="snn-adaptive, autoattack or fast (worst case per sample of the "
+                                                    "suite), or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, "
+                                                    "gaussian."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
@@ -458,6 +479,8 @@ def check_command(
 
     from netx_export.backends import check_backend
     from netx_export.checker import check, plot_check
+
+    from .attacks import CASCADE_SUITES
     from netx_export.export import check_spec_matches, model_from_checkpoint, write_netx
     from netx_export.lava_runner import read_netx
 
@@ -492,7 +515,7 @@ def check_command(
     acc = result["accuracy"]
     typer.echo(table(["inputs", "float acc", "chip acc", "gap"],
                      [["clean", acc["float_clean"], acc["chip_clean"], f"{acc['gap_clean'] + 0.0:+.4f}"],
-                      [attack + (" (worst case)" if attack in ("autoattack", "fast") else ""), acc["float_adv"],
+                      [attack + (" (worst case)" if attack in CASCADE_SUITES else ""), acc["float_adv"],
                        acc["chip_adv"], f"{acc['gap_adv'] + 0.0:+.4f}"]]))
     if "emulator_matches_chip" in result:
         typer.echo(f"emulator matches {backend} bit for bit: {result['emulator_matches_chip']}")
@@ -598,7 +621,7 @@ def main() -> None:
     try:
         code = app(prog_name="loihi-stable", standalone_mode=False)
     except KeyboardInterrupt:  # between the command's end and here
-        typer.echo(interrupts.message(), err=True)
+        say(interrupts.message())
         code = 130
     finally:
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:

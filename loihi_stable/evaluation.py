@@ -56,10 +56,24 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
     bar.close()
     n = max(len(data), 1)
     result = {name: count / n for name, count in correct.items()}
+    if cascade:
+        result["contributions"] = contributions(attacks, correct, len(data))
     result["layers"] = {name: [{k: v / n for k, v in layer.items()} for layer in layers]
                         for name, layers in sums.items()}
     result["n"] = len(data)
     return result
+
+
+def contributions(attacks: dict, correct: dict, n: int) -> dict:
+    """Per attack of a cascade: the samples it broke that every earlier one left robust, and for a
+    surrogate-adaptive attack what each backward broke (its search's choice)."""
+    out, before = {}, correct["clean"]
+    for name, attack in attacks.items():
+        entry = {"newly_broken": before - correct[name]}
+        if hasattr(attack, "summary"):
+            entry.update(attack.summary())
+        out[name], before = entry, correct[name]
+    return out
 
 
 def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor, cascade: bool):
@@ -75,16 +89,23 @@ def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust:
         robust[idx[broken]] = False
 
 
-def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                      report: dict | None = None) -> torch.Tensor:
     """AutoAttack's cascade: each attack on the samples the earlier ones left robust; per sample the
-    first point that breaks it (the clean input where nothing does)."""
+    first point that breaks it (the clean input where nothing does). ``report`` receives each
+    attack's contribution (``contributions``)."""
     worst = x.clone()
+    correct = dict.fromkeys(["clean", *attacks], 0)
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         with torch.no_grad():
             robust = model(xb).argmax(1) == yb
-        for _, idx, adv, _, newly in _attack_each(model, attacks, xb, yb, robust, cascade=True):
+        correct["clean"] += int(robust.sum())
+        for name, idx, adv, _, newly in _attack_each(model, attacks, xb, yb, robust, cascade=True):
             worst[start + idx[newly]] = adv[newly]
+            correct[name] += int(robust.sum() - newly.sum())
+    if report is not None:
+        report.update(contributions(attacks, correct, len(x)))
     return worst
 
 
@@ -97,11 +118,26 @@ def masking_diagnostics(model, data: Split, result: dict, attacks: dict, cascade
             broken = round((result[names[i - 1]] - result[name]) * result["n"])
             notes.append(f"Square (query-only) broke {broken} sample(s) the gradient attacks missed: gradients may "
                          "be masked; trust the worst case, not any single white-box number")
+    notes += surrogate_notes(result.get("contributions", {}))
     head = data.head(sample)
     unbounded = evaluate(model, head, {"apgd-ce": APGD(model, eps=1.0, steps=10)}, progress=False)["apgd-ce"]
     if unbounded > 0.1:
         notes.append(f"at eps = 1 (any image) APGD-CE still leaves {100 * unbounded:.0f}% of {len(head)} samples "
                      "correct, where ~0% is expected: the gradient does not lead anywhere (masking)")
+    return notes
+
+
+def surrogate_notes(contributions: dict) -> list[str]:
+    """Which spike backward broke what the attacks through the training surrogate missed."""
+    notes = []
+    for name, entry in contributions.items():
+        if "broken" not in entry:  # not a surrogate-adaptive attack
+            continue
+        broken = {k: v for k, v in entry["broken"].items() if v}
+        if entry.get("newly_broken"):
+            ranked = ", ".join(f"{k} {v}" for k, v in sorted(broken.items(), key=lambda kv: -kv[1]))
+            notes.append(f"{name}: attacks through other spike backwards broke {entry['newly_broken']} sample(s) the "
+                         f"training surrogate's missed ({ranked}): AutoAttack alone overstates robustness here")
     return notes
 
 

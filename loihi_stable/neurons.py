@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
 
-from . import fixed_point as fx
+from . import fixed_point as fx, surrogates
 
 
 class TriangleSpike(torch.autograd.Function):
@@ -49,7 +49,7 @@ class FusedDynamics(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # dynamics stay fp32 under AMP
-    def forward(ctx, current, decay, threshold, width, dv, payload_scale=1):
+    def forward(ctx, current, decay, threshold, width, dv, payload_scale=1, backward=None):
         # time-major and contiguous, so every step touches one dense block of memory; results
         # are written in place (out=), spikes straight as floats, to keep each step at three passes
         current = current.movedim(-1, 0).contiguous()
@@ -62,8 +62,8 @@ class FusedDynamics(torch.autograd.Function):
                 torch.addcmul(current[t], u, decay[t], out=voltage[t])
             torch.gt(voltage[t], threshold, out=spike[t])
             u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])  # v*(1 - s)
-        ctx.save_for_backward(voltage, spike, state, decay)
-        ctx.threshold, ctx.width = threshold, width
+        ctx.save_for_backward(voltage, spike, state, decay, current if backward is not None else None)
+        ctx.threshold, ctx.width, ctx.backward = threshold, width, backward
         ctx.mark_non_differentiable(voltage)
         ctx.set_materialize_grads(False)  # no zero-filled gradient for the voltage output
         return spike.movedim(0, -1), voltage.movedim(0, -1)
@@ -72,30 +72,37 @@ class FusedDynamics(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_spike, _grad_voltage):
         if grad_spike is None:  # the spikes were not used
-            return None, None, None, None, None, None
-        voltage, spike, state, decay = ctx.saved_tensors
-        th, width = ctx.threshold, ctx.width
+            return None, None, None, None, None, None, None
+        voltage, spike, state, decay, current = ctx.saved_tensors
+        th, width, chosen = ctx.threshold, ctx.width, ctx.backward
         grad_spike = grad_spike.movedim(-1, 0)
-        grad_current = torch.empty_like(voltage)
         grad_decay = torch.zeros_like(decay)
+        if chosen is not None and chosen.shape == "rate":  # BPTR: through the firing rate, not the voltage
+            grad_current = surrogates.rate_gradient(current, grad_spike, th)
+            return grad_current.movedim(0, -1), grad_decay, None, None, None, None, None
+        grad_current = torch.empty_like(voltage)
         want_decay = ctx.needs_input_grad[1]
         grad_u = None
         for t in reversed(range(voltage.shape[0])):  # step by step: each step's tensors stay in cache
-            # triangle surrogate: max(0, width - |v - th|) / width^2
-            surrogate = (voltage[t] - th).abs_().neg_().add_(width).relu_()
-            if width != 1.0:
-                surrogate.div_(width**2)
-            if grad_u is None:  # last step: nothing flows back through the reset
-                grad_v = torch.mul(surrogate, grad_spike[t], out=grad_current[t])
+            if chosen is not None:  # an attacker's backward (surrogates.Backward)
+                grad_v = surrogates.bptt_step_gradient(chosen, voltage[t], spike[t], grad_spike[t], grad_u, th, width,
+                                                       out=grad_current[t])
             else:
-                # u = v*(1 - s), reset not detached: dL/dv = sur*(g_s - g_u*v) + g_u*(1 - s)
-                grad_v = torch.addcmul(grad_spike[t], grad_u, voltage[t], value=-1.0, out=grad_current[t])
-                grad_v.mul_(surrogate).add_(grad_u).addcmul_(grad_u, spike[t], value=-1.0)
+                # triangle surrogate: max(0, width - |v - th|) / width^2
+                surrogate = (voltage[t] - th).abs_().neg_().add_(width).relu_()
+                if width != 1.0:
+                    surrogate.div_(width**2)
+                if grad_u is None:  # last step: nothing flows back through the reset
+                    grad_v = torch.mul(surrogate, grad_spike[t], out=grad_current[t])
+                else:
+                    # u = v*(1 - s), reset not detached: dL/dv = sur*(g_s - g_u*v) + g_u*(1 - s)
+                    grad_v = torch.addcmul(grad_spike[t], grad_u, voltage[t], value=-1.0, out=grad_current[t])
+                    grad_v.mul_(surrogate).add_(grad_u).addcmul_(grad_u, spike[t], value=-1.0)
             if t > 0:
                 if want_decay:
                     grad_decay[t] = torch.dot(grad_v.flatten(), state[t - 1].flatten())
                 grad_u = grad_v * decay[t]
-        return grad_current.movedim(0, -1), grad_decay, None, None, None, None
+        return grad_current.movedim(0, -1), grad_decay, None, None, None, None, None
 
 
 DLIF_FORMS = ("leak", "input")
@@ -109,6 +116,7 @@ class DLIF(SlayerNeuron):
     """
 
     neuron_type = "dlif"
+    spike_backward = None  # an attack's surrogates.Backward (surrogates.backward_through); None: the training one
 
     def __init__(self, threshold: float = 1.0, leak: float = 0.99, timesteps: int = 8,
                  surrogate_width: float = 1.0, learn_leak_scale: bool = True, arithmetic: str = "chip",
@@ -206,7 +214,7 @@ class DLIF(SlayerNeuron):
             current = current * self.input_scale[:steps].to(current.dtype)
         dv = fx.decay_to_dv(decay.detach()) if self.arithmetic == "chip" and self.form == "leak" else None
         out, voltage = FusedDynamics.apply(current, decay, self.threshold, self.surrogate_width, dv,
-                                           self.payload_scale)
+                                           self.payload_scale, self.spike_backward)
         if self.record:
             self.recording = {"current": current, "voltage": voltage, "spike": out}
         return out

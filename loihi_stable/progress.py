@@ -21,6 +21,16 @@ class InterruptibleBar(tqdm):
             yield item
 
 
+def close_all() -> None:
+    """End every open bar, so that the line printed next (an error, the interrupt) is the last one:
+    a bar left open is redrawn when it is garbage collected, after everything else."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001  (a bar half torn down by the interrupt)
+            pass
+
+
 def progress_bar(iterable=None, **kwargs) -> tqdm:
     """tqdm, redrawn 10 times a second on a terminal but only every 10 s into a file or pipe,
     where every redraw is kept (a 30-epoch run would otherwise log thousands of lines)."""

@@ -11,3 +11,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def n_samples(count: int) -> str:
+    return f"{count} sample{'s' if count != 1 else ''}"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from loihi_stable import chip_kernel as kernel
-from loihi_stable import fixed_point as fx
+from loihi_stable import fixed_point as fx, surrogates
 from loihi_stable.neurons import triangle_spike
 from netx_export.emulator import layer_schedules
 from netx_export.netx_file import NetSpec
@@ -25,6 +25,8 @@ def _ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
 
 
 class ChipModel(torch.nn.Module):
+    spike_backward = None  # an attack's surrogates.Backward (surrogates.backward_through); None: the triangle
+
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
@@ -78,7 +80,9 @@ class ChipModel(torch.nn.Module):
         spec = self.spec
         first = self._synaptic_sum(0, self.encode(x))
         currents, voltages = [None] * len(spec.layers), [None] * len(spec.layers)
+        sums = [None] * len(spec.layers)  # input current summed over steps (the rate backward's)
         schedules, biases = self.schedules, self.biases  # once, not per step and layer
+        chosen = self.spike_backward
         for t in range(spec.timesteps):
             signal = None
             for i, layer in enumerate(spec.layers):
@@ -91,8 +95,14 @@ class ChipModel(torch.nn.Module):
                 v_smooth = (1 - dv / kernel.DECAY_UNITY) * v_prev + u + bias * (1 << kernel.BIAS_SHIFT)
                 v = _ste(kernel.voltage_step(v_prev.detach(), u.detach(), dv, bias), v_smooth)
                 threshold = float(layer.threshold)
-                spikes = triangle_spike(v, threshold, threshold)
-                currents[i], voltages[i] = u, v * (1 - spikes)
+                if chosen is None:
+                    spikes = triangle_spike(v, threshold, threshold)
+                    currents[i], voltages[i] = u, v * (1 - spikes)
+                else:
+                    drive = u + bias * (1 << kernel.BIAS_SHIFT)
+                    sums[i] = drive if sums[i] is None else sums[i] + drive
+                    spikes, voltages[i] = surrogates.step_spike(v, threshold, threshold, chosen, sums[i] / (t + 1))
+                    currents[i] = u
                 signal = spikes
         return voltages[-1]
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from loihi_stable.attacks import SUITES, Square, load_suite
-from loihi_stable.evaluation import build_attacks, worst_case_inputs
+from loihi_stable.evaluation import build_attacks, surrogate_notes, worst_case_inputs
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
 
@@ -17,11 +17,12 @@ from netx_export.emulator import emulate
 from netx_export.export import check_spec_matches, model_from_checkpoint
 from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
 
-ATTACKS = ("none", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian")
+ATTACKS = ("none", "snn-adaptive", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian")
 CRAFTING = ("chip-aware", "from-float")
 
 
-def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware") -> torch.Tensor:
+def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware",
+          report: dict | None = None) -> torch.Tensor:
     """Adversarial inputs for ``model``: one attack of the registry (``pgd`` is pgd10, the same
     attack as ``eval``'s), or a suite's cascade, the worst case per sample.
 
@@ -39,8 +40,8 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
     x, y = x.to(device), y.to(device)
     if crafting == "from-float":
         with model.arithmetic("float"):
-            return worst_case_inputs(model, attacks, x, y).cpu()
-    return worst_case_inputs(model, attacks, x, y).cpu()
+            return worst_case_inputs(model, attacks, x, y, report=report).cpu()
+    return worst_case_inputs(model, attacks, x, y, report=report).cpu()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -85,10 +86,12 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
         transfer_from = transfer_from.to(device)
     test = checkpoint_test_split(spec.checkpoint, data_root, limit)
     sets = {"clean": test.x}
+    crafted: dict[str, dict] = {}  # per crafted set: each attack's contribution on the model it was crafted on
     if attack != "none":
-        sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware")
+        sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware", report=crafted.setdefault(attack, {}))
         if attack != "gaussian":
-            sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float")
+            sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float",
+                                                 report=crafted.setdefault(f"{attack}-from-float", {}))
         if transfer_from is not None:
             sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware")
         if attack in SUITES:
@@ -116,7 +119,8 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     for version, predictions in (("float", floats), ("grid", grids), ("chip", chip)):
         correct = (predictions.reshape(len(sets), n) == y).all(0)  # clean and every attack
         worst[f"robust_{version}"] = float(correct.mean())
-    diagnostics = []
+    diagnostics = [f"{name} (crafted on the {'float' if name.endswith('-from-float') else 'grid'} model): {note}"
+                   for name, report in crafted.items() for note in surrogate_notes(report)]
     square_set = next((name for name in sets if name.endswith("-on-chip")), None)
     if square_set:
         by_set = chip.reshape(len(sets), n) == y
@@ -129,4 +133,5 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
             "dataset": spec.dataset,
             "dlif_schedule": ("n/a" if spec.neuron != "dlif" or backend == "emulator"
                               else resolve_dlif_schedule(backend, dlif_schedule)),
-            "chip_samples_per_second": len(inputs) / chip_seconds, "results": results}
+            "chip_samples_per_second": len(inputs) / chip_seconds, "chip_seconds": chip_seconds,
+            "contributions": crafted, "results": results}

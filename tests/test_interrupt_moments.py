@@ -20,7 +20,7 @@ import torch
 from loihi_stable.io import load_checkpoint
 
 CLI = Path(sys.executable).parent / "loihi-stable"
-SPREAD = (0.15, 0.35, 0.55, 0.75, 0.92)
+SPREAD = (0.2, 0.5, 0.85)
 
 
 def default_sigint() -> None:
@@ -59,12 +59,13 @@ def interrupt(args, folder: Path, moment) -> tuple[int, str, bool]:
     if sent:
         os.killpg(cli.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         at = time.monotonic()
-    _, stderr = cli.communicate(timeout=60)
+    stdout, stderr = cli.communicate(timeout=60)
     if sent:
         assert time.monotonic() - at < 10, "the interrupt took longer than 10 s to end the command"
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-1500:]
     assert not list(folder.glob(".*.tmp")), list(folder.glob(".*.tmp"))
     lines = stderr.replace("\r", "\n").strip().splitlines()
+    assert lines or cli.returncode == 0, f"exit {cli.returncode} and nothing on stderr; stdout: {stdout[-800:]!r}"
     return cli.returncode, lines[-1] if lines else "", sent
 
 
@@ -165,7 +166,7 @@ def command_seconds(tmp_path_factory, model_files):
             for name, (args, _, _) in COMMANDS.items()}
 
 
-@pytest.mark.parametrize("moment", ["20%", "50%", "80%", "writing"])
+@pytest.mark.parametrize("moment", ["30%", "70%", "writing"])
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_commands_interrupted_at_any_moment_write_nothing_half_made(tmp_path, model_files, command_seconds,
                                                                     command, moment):

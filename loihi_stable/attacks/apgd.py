@@ -27,8 +27,8 @@ LOSSES = {"ce": cross_entropy, "dlr": dlr_loss}
 
 class APGD(Attack):
     def __init__(self, model, eps: float = 8 / 255, steps: int = 10, n_restarts: int = 1,
-                 loss: str = "ce", rho: float = 0.75, seed: int | None = 0):
-        super().__init__(model, eps, seed)
+                 loss: str = "ce", rho: float = 0.75, seed: int | None = 0, surrogate: str | None = None):
+        super().__init__(model, eps, seed, surrogate)
         if loss not in LOSSES:
             raise ValueError(f"unknown APGD loss '{loss}': choose ce or dlr")
         self.steps, self.n_restarts, self.loss, self.rho = int(steps), int(n_restarts), loss, float(rho)

@@ -19,8 +19,9 @@ class APGDT(APGD):
     name = "apgd-t"
 
     def __init__(self, model, eps: float = 8 / 255, steps: int = 100, n_target_classes: int = 9,
-                 n_restarts: int = 1, rho: float = 0.75, seed: int | None = 0):
-        super().__init__(model, eps, steps=steps, n_restarts=n_restarts, loss="dlr", rho=rho, seed=seed)
+                 n_restarts: int = 1, rho: float = 0.75, seed: int | None = 0, surrogate: str | None = None):
+        super().__init__(model, eps, steps=steps, n_restarts=n_restarts, loss="dlr", rho=rho, seed=seed,
+                         surrogate=surrogate)
         if n_target_classes < 1:
             raise ValueError(f"APGD-T needs at least one target class, got {n_target_classes}")
         self.n_target_classes = int(n_target_classes)

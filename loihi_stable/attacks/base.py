@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import surrogates
+
 
 class Attack:
     """Runs in eval mode, restores the model's mode, never leaves gradients on its parameters.
@@ -17,9 +19,12 @@ class Attack:
 
     name = "attack"
 
-    def __init__(self, model: torch.nn.Module, eps: float = 8 / 255, seed: int | None = 0):
+    def __init__(self, model: torch.nn.Module, eps: float = 8 / 255, seed: int | None = 0,
+                 surrogate: str | None = None):
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"eps must be in [0, 1] (on the /255 scale, e.g. 8/255), got {eps}")
+        # the spike's backward this attack differentiates through (surrogates.parse; None: the model's own)
+        self.backward = None if surrogate is None else surrogates.parse(surrogate)
         self.model = model
         self.eps = float(eps)
         self.seed = seed
@@ -49,7 +54,8 @@ class Attack:
             generator = torch.Generator(device=images.device).manual_seed(self.seed)
         self.loss_history = []
         try:
-            adv = self.perturb(images.detach().clone(), labels.detach(), generator)
+            with surrogates.backward_through(self.model, self.backward):  # the forward stays the model's own
+                adv = self.perturb(images.detach().clone(), labels.detach(), generator)
         finally:
             for p, flag in zip(self.model.parameters(), grad_flags):
                 p.requires_grad_(flag)
@@ -61,7 +67,8 @@ class Attack:
         return torch.min(torch.max(adv, images - self.eps), images + self.eps).clamp(0.0, 1.0)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(eps={self.eps * 255:g}/255)"
+        through = f", surrogate={self.backward.name}" if self.backward else ""
+        return f"{type(self).__name__}(eps={self.eps * 255:g}/255{through})"
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -62,8 +62,9 @@ class FABT(Attack):
     name = "fab-t"
 
     def __init__(self, model, eps: float = 8 / 255, steps: int = 100, n_target_classes: int = 9,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int | None = 0):
-        super().__init__(model, eps, seed)
+                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int | None = 0,
+                 surrogate: str | None = None):
+        super().__init__(model, eps, seed, surrogate)
         if steps < 1 or n_target_classes < 1:
             raise ValueError("FAB-T needs at least one step and one target class")
         self.steps, self.n_target_classes = int(steps), int(n_target_classes)

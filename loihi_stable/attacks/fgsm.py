@@ -7,6 +7,9 @@ from .base import Attack
 class FGSM(Attack):
     name = "fgsm"
 
+    def __init__(self, model, eps: float = 8 / 255, seed: int | None = 0, surrogate: str | None = None):
+        super().__init__(model, eps, seed, surrogate)
+
     def perturb(self, images, labels, generator):
         loss, grad, _ = self.loss_and_grad(images, labels)
         self.loss_history.append(loss.mean())

@@ -18,8 +18,8 @@ class PGD(Attack):
     name = "pgd"
 
     def __init__(self, model, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
-                 random_start: bool = True, seed: int | None = 0):
-        super().__init__(model, eps, seed)
+                 random_start: bool = True, seed: int | None = 0, surrogate: str | None = None):
+        super().__init__(model, eps, seed, surrogate)
         if steps < 1:
             raise ValueError(f"PGD needs at least one step, got {steps}")
         self.steps, self.random_start = int(steps), random_start

@@ -11,6 +11,8 @@ from pathlib import Path
 from .. import schema
 from ..errors import UserError
 from ..budget import read_fraction
+from .. import surrogates
+from .adaptive import AdaptiveSurrogate
 from .apgd import APGD
 from .apgd_targeted import APGDT
 from .fab import FABT
@@ -24,16 +26,25 @@ STANDARD_SUITE = ["fgsm", "pgd7", "pgd10", "pgd20", "pgd40", "apgd-ce", "apgd-dl
 # AutoAttack's standard L-inf evaluation (Croce & Hein 2020), each attack on the samples the previous
 # ones left robust; "fast" is a shorter cascade at a fraction of the cost (CI, quick looks; no FAB-T)
 AUTOATTACK_SUITE = ["apgd-ce100", "apgd-t", "fab-t", "square"]
+# the default: AutoAttack's cascade, then APGD-CE/DLR/T through the spike backwards a per-model search
+# finds strongest (AutoAttack differentiates only through the training surrogate, the weakest setting)
+SNN_ADAPTIVE_SUITE = [*AUTOATTACK_SUITE, "adaptive"]
 FAST_SUITE = ["apgd-ce20", {"name": "apgd-t20", "type": "apgd-t", "steps": 20, "n_target_classes": 3}, "square500"]
-SUITES = {"standard": STANDARD_SUITE, "autoattack": AUTOATTACK_SUITE, "fast": FAST_SUITE}
-CASCADE_SUITES = ("autoattack", "fast")  # only the worst case per sample counts: attack what is still robust
+SUITES = {"snn-adaptive": SNN_ADAPTIVE_SUITE, "standard": STANDARD_SUITE, "autoattack": AUTOATTACK_SUITE,
+          "fast": FAST_SUITE}
+DEFAULT_SUITE = "snn-adaptive"
+CASCADE_SUITES = ("snn-adaptive", "autoattack", "fast")  # only the worst case per sample counts: attack what is still robust
 ATTACK_CLASSES = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgd-t": APGDT, "fab-t": FABT, "square": Square,
-                  "gaussian": GaussianNoise}  # the 'type' of a suite-file entry
+                  "gaussian": GaussianNoise, "adaptive": AdaptiveSurrogate}  # the 'type' of a suite-file entry
 KINDS = tuple(ATTACK_CLASSES)
 
 
+ATTACK_NAMES = ("fgsm, pgd<steps> (e.g. pgd10), apgd-ce[steps], apgd-dlr[steps], apgd-t[steps], fab-t[steps], "
+                "square[queries], gaussian or adaptive[steps]; a gradient attack through another spike backward "
+                "as <attack>@<shape>[:sharpness][:detach], e.g. apgd-ce100@sigmoid:4 (shapes: "
+                f"{', '.join(surrogates.SHAPES)})")
 MAX_STEPS = 10_000           # an attack of more iterations is a typo, not an evaluation
-COUNTS = ("steps", "n_restarts", "n_queries", "n_target_classes")
+COUNTS = ("steps", "n_restarts", "n_queries", "n_target_classes", "search_steps", "calibration", "top_k")
 
 
 def make_attack(spec: str | dict, model, eps: float):
@@ -41,9 +52,21 @@ def make_attack(spec: str | dict, model, eps: float):
     if not isinstance(spec, (str, dict)):
         raise UserError(f"suite entry {spec!r} is neither an attack name nor a mapping {{name, type, ...}}")
     try:
+        if isinstance(spec, str) and "@" in spec:  # 'apgd-ce100@sigmoid:4': an attack through a chosen backward
+            return _through(spec, model, eps)
         return _make_attack(spec, model, eps)
     except ValueError as err:
         raise UserError(f"attack '{spec if isinstance(spec, str) else spec.get('name', '?')}': {err}") from None
+
+
+def _through(spec: str, model, eps: float):
+    attack_name, surrogate = spec.split("@", 1)
+    backward = surrogates.parse(surrogate)  # a ValueError names what is wrong with it
+    _, attack = _make_attack(attack_name, model, eps)
+    if not hasattr(attack, "backward") or isinstance(attack, (Square, GaussianNoise, AdaptiveSurrogate)):
+        raise ValueError(f"'{attack_name}' uses no gradient (or chooses its own backwards): drop '@{surrogate}'")
+    attack.backward = backward
+    return spec.lower(), attack
 
 
 def _checked_options(options: dict) -> dict:
@@ -88,8 +111,9 @@ def _make_attack(spec: str | dict, model, eps: float):
             return name, Square(model, eps=eps, n_queries=_steps(spec, match.group(1), 5000))
         if name == "gaussian":
             return name, GaussianNoise(model, eps=eps)
-        raise UserError(f"unknown attack '{spec}': use fgsm, pgd<steps> (e.g. pgd10), apgd-ce[steps], apgd-dlr[steps], "
-                        "apgd-t[steps], fab-t[steps], square[queries] or gaussian")
+        if match := re.fullmatch(r"adaptive(\d*)", name):
+            return name, AdaptiveSurrogate(model, eps=eps, steps=_steps(spec, match.group(1), 100))
+        raise UserError(f"unknown attack '{spec}': use {ATTACK_NAMES}")
     options = dict(spec)
     name, kind = options.pop("name", None), options.pop("type", None)
     if not isinstance(name, str) or not name or not isinstance(kind, str) or kind not in KINDS:
@@ -98,6 +122,8 @@ def _make_attack(spec: str | dict, model, eps: float):
     options.setdefault("eps", eps)
     cls = ATTACK_CLASSES[kind]
     _check_option_types(cls, name, options)
+    if "surrogate" in options:
+        surrogates.parse(options["surrogate"])  # a ValueError: one line naming the entry
     try:
         return name, cls(model, **options)
     except (TypeError, ValueError) as err:
@@ -129,6 +155,14 @@ def _number(value):
     if isinstance(value, str) and re.fullmatch(r"\s*[\d.]+\s*/\s*[\d.]+\s*", value):
         return read_fraction(value)
     return value
+
+
+def suite_description(name: str) -> str:
+    """How strong a number from ``name`` is, said where it is printed."""
+    return {"snn-adaptive": "the strong suite: AutoAttack, then APGD-CE/DLR/T through the spike backwards searched "
+                            "for this model",
+            "autoattack": "AutoAttack, through the training surrogate only (weaker on SNNs than snn-adaptive)",
+            "fast": "a cheap suite", "standard": "the paper's Table 1 attacks"}.get(name, "one attack, not a strong suite")
 
 
 def load_suite(suite: str) -> list:
