@@ -53,10 +53,12 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
-        interrupts.check()  # a Ctrl-C that was swallowed on the way still means: write nothing
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        interrupts.wrote(path)
+        # a Ctrl-C received on the way (even one that was swallowed) means: write nothing; one that comes
+        # from here on waits until the file is in place and noted, so that the last line can name it
+        with interrupts.deferred():
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+            interrupts.wrote(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

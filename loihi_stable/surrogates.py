@@ -166,15 +166,16 @@ def step_spike(voltage: torch.Tensor, threshold: float, width: float, backward: 
     """One step of a step-by-step autograd unroll (the grid model): spikes H(v - th) with ``backward``'s
     gradient, and the state after the hard reset, u = v*(1 - s), with the reset detached if it says so.
 
-    The rate backward needs ``running_current`` (the mean input current up to this step); its state
-    carries no gradient, as the rate is the only path.
+    The rate backward needs ``running_current`` (the mean input current up to this step); the spikes'
+    gradient then comes from the rate alone, and the voltage keeps only its linear integration (which
+    matters for a readout that never fires).
     """
     exact = (voltage > threshold).to(voltage.dtype)
     if backward.shape == "rate":
         active = ((running_current > 0) & (running_current < threshold)).to(voltage.dtype)
         smooth = running_current * active / threshold
         spikes = exact + (smooth - smooth.detach())
-        return spikes, (voltage * (1 - exact)).detach()
+        return spikes, voltage * (1 - exact)
     smooth = backward.primitive((voltage - threshold) / width)
     spikes = exact + (smooth - smooth.detach())
     return spikes, voltage * (1 - (spikes.detach() if backward.detach_reset else spikes))
