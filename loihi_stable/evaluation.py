@@ -76,10 +76,13 @@ def contributions(attacks: dict, correct: dict, n: int) -> dict:
     return out
 
 
-def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor, cascade: bool):
+def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor, cascade: bool,
+                 before=None):
     """Run each attack on ``x`` (with ``cascade`` only on the samples still ``robust``), yielding
     (name, idx, adv, broken, newly broken); ``robust`` is updated in place after each yield."""
     for name, attack in attacks.items():
+        if before is not None:
+            before(name)
         idx = robust.nonzero().flatten() if cascade else torch.arange(len(y), device=y.device)
         adv = attack(x[idx], y[idx]).reshape(x[idx].shape) if idx.numel() else x[idx]
         with torch.no_grad():
@@ -90,20 +93,24 @@ def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust:
 
 
 def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-                      report: dict | None = None) -> torch.Tensor:
+                      report: dict | None = None, progress: bool = False, desc: str = "craft") -> torch.Tensor:
     """AutoAttack's cascade: each attack on the samples the earlier ones left robust; per sample the
     first point that breaks it (the clean input where nothing does). ``report`` receives each
     attack's contribution (``contributions``)."""
     worst = x.clone()
     correct = dict.fromkeys(["clean", *attacks], 0)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        with torch.no_grad():
-            robust = model(xb).argmax(1) == yb
-        correct["clean"] += int(robust.sum())
-        for name, idx, adv, _, newly in _attack_each(model, attacks, xb, yb, robust, cascade=True):
-            worst[start + idx[newly]] = adv[newly]
-            correct[name] += int(robust.sum() - newly.sum())
+    batches = range(0, len(x), batch_size)
+    with progress_bar(total=len(batches) * len(attacks), desc=desc, unit="attack-batch", disable=not progress) as bar:
+        for start in batches:
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            with torch.no_grad():
+                robust = model(xb).argmax(1) == yb
+            correct["clean"] += int(robust.sum())
+            for name, idx, adv, _, newly in _attack_each(model, attacks, xb, yb, robust, cascade=True,
+                                                         before=lambda name: bar.set_postfix(attack=name)):
+                worst[start + idx[newly]] = adv[newly]
+                correct[name] += int(robust.sum() - newly.sum())
+                bar.update(1)
     if report is not None:
         report.update(contributions(attacks, correct, len(x)))
     return worst

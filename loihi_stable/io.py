@@ -49,9 +49,11 @@ def atomic_path(path: str | os.PathLike):
         raise UserError(f"'{path}' exists and is not a regular file: choose another output path")
     _remove_stale_temps(path)
     mode = stat.S_IMODE(os.stat(path).st_mode) if path.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
+    tmp = None
     try:
+        with interrupts.deferred():  # no Ctrl-C between creating the temp file and owning its removal
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
+            os.close(fd)
         yield Path(tmp)
         # a Ctrl-C received on the way (even one that was swallowed) means: write nothing; one that comes
         # from here on waits until the file is in place and noted, so that the last line can name it
@@ -60,7 +62,7 @@ def atomic_path(path: str | os.PathLike):
             os.replace(tmp, path)
             interrupts.wrote(path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -22,7 +22,7 @@ CRAFTING = ("chip-aware", "from-float")
 
 
 def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware",
-          report: dict | None = None) -> torch.Tensor:
+          report: dict | None = None, progress: bool = False) -> torch.Tensor:
     """Adversarial inputs for ``model``: one attack of the registry (``pgd`` is pgd10, the same
     attack as ``eval``'s), or a suite's cascade, the worst case per sample.
 
@@ -38,23 +38,27 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
     attacks = build_attacks(model, specs, eps)
     device = model_device(model)  # the attack runs where the model is; the chip takes CPU inputs
     x, y = x.to(device), y.to(device)
+    options = {"report": report, "progress": progress, "desc": f"craft {attack} ({crafting})"}
     if crafting == "from-float":
         with model.arithmetic("float"):
-            return worst_case_inputs(model, attacks, x, y, report=report).cpu()
-    return worst_case_inputs(model, attacks, x, y, report=report).cpu()
+            return worst_case_inputs(model, attacks, x, y, **options).cpu()
+    return worst_case_inputs(model, attacks, x, y, **options).cpu()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
 
 
-def square_on_chip(spec: NetSpec, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int) -> torch.Tensor:
+def square_on_chip(spec: NetSpec, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int,
+                   progress: bool = False) -> torch.Tensor:
     """Square run against the chip itself (the emulator, bit-exact to Loihi2SimCfg): logits only,
     no model, no gradient; the check that the white-box attacks are not fooled by the surrogate."""
     def chip_logits(images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(emulate(spec, images.reshape(len(images), -1).numpy()).readout).double()
 
-    return Square(None, eps=eps, n_queries=queries, logits=chip_logits).perturb(x, y, None)
+    square = Square(None, eps=eps, n_queries=queries, logits=chip_logits)
+    square.progress = "square on chip" if progress else ""
+    return square.perturb(x, y, None)
 
 
 CHIP_SQUARE_QUERIES = (5000, 500)  # dense, conv: each query is one emulator pass over the robust samples
@@ -88,16 +92,17 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     sets = {"clean": test.x}
     crafted: dict[str, dict] = {}  # per crafted set: each attack's contribution on the model it was crafted on
     if attack != "none":
-        sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware", report=crafted.setdefault(attack, {}))
+        sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware", report=crafted.setdefault(attack, {}),
+                             progress=progress)
         if attack != "gaussian":
             sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float",
-                                                 report=crafted.setdefault(f"{attack}-from-float", {}))
+                                                 report=crafted.setdefault(f"{attack}-from-float", {}), progress=progress)
         if transfer_from is not None:
             sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware")
         if attack in SUITES:
             square = next(a for a in build_attacks(grid, load_suite(attack), eps).values() if isinstance(a, Square))
             queries = min(square.n_queries, CHIP_SQUARE_QUERIES[spec.arch != "mlp"])
-            sets[f"square{queries}-on-chip"] = square_on_chip(spec, test.x, test.y, eps, queries)
+            sets[f"square{queries}-on-chip"] = square_on_chip(spec, test.x, test.y, eps, queries, progress)
     start = time.perf_counter()
     inputs = torch.cat(list(sets.values()))
     chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions

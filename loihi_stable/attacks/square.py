@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from ..progress import progress_bar
 from .base import Attack
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # query counts where p halves
@@ -43,6 +44,7 @@ class Square(Attack):
         self.n_queries, self.p_init, self.n_restarts = int(n_queries), float(p_init), int(n_restarts)
         self.logits = logits  # query function (N, ...) -> logits; the model's forward by default
         self.queries_used: torch.Tensor | None = None
+        self.progress = ""  # a bar's label: shown for long runs (Square against the chip); empty: none
 
     def _margin(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -79,9 +81,12 @@ class Square(Attack):
         margin = self._margin(flat(best), y)
         queries = torch.ones(n, device=x.device)
         features = c * h * w
-        for i in range(self.n_queries):
+        bar = progress_bar(range(self.n_queries), desc=self.progress, unit="query", disable=not self.progress)
+        for i in bar:
             active = (margin > 0).nonzero().flatten()
+            bar.set_postfix(robust=int(active.numel()), refresh=False)
             if active.numel() == 0:
+                bar.close()
                 break
             x_curr, best_curr = x_img[active], best[active]
             side = max(int(round(math.sqrt(p_selection(self.p_init, i) * features / c))), 1)
