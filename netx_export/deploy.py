@@ -17,7 +17,8 @@ from netx_export.emulator import emulate
 from netx_export.export import check_spec_matches, model_from_checkpoint
 from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
 
-ATTACKS = ("none", "snn-adaptive", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian")
+ATTACKS = ("none", "snn-adaptive", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian",
+           "adaptive")
 CRAFTING = ("chip-aware", "from-float")
 
 

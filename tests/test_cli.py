@@ -173,3 +173,13 @@ def test_run_rejects_process_schedule_on_loihi2(exported):
     assert_one_line_error(*invoke("run", exported, "--backend", "Loihi2HwCfg", "--dlif-schedule", "process"),
                           "--dlif-schedule host")
     assert_one_line_error(*invoke("run", exported, "--dlif-schedule", "sometimes"), "process, host")
+
+
+def test_the_same_evaluation_twice_writes_identical_json(tmp_path, dlif_checkpoint):
+    """Every random start comes from a private seeded generator: one machine, one thread count, one JSON."""
+    save_checkpoint(tmp_path / "m.pt", dlif_checkpoint)
+    for name in ("a", "b"):
+        code, output = invoke("eval", tmp_path / "m.pt", "--attacks", "apgd-ce20,apgd-dlr20@arctan:2,square200,adaptive5",
+                              "--limit", "24", "--quiet", "--json", tmp_path / f"{name}.json")
+        assert code == 0, output
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
