@@ -34,7 +34,7 @@ demo: setup
 	mkdir -p $(DEMO)
 	$(CLI) train --dataset digits --neuron dlif --perturb rfgsm --rho 1.0 --epochs 30 --out $(DEMO)/model.pt
 	$(CLI) export --to netx $(DEMO)/model.pt -o $(DEMO)/model.net
-	$(CLI) run --backend Loihi2SimCfg --attack autoattack --eps 8/255 --json $(DEMO)/run.json $(DEMO)/model.net
+	$(CLI) run --backend Loihi2SimCfg --attack snn-adaptive --eps 8/255 --json $(DEMO)/run.json $(DEMO)/model.net
 
 test: setup
 	$(PY) -m pytest -m "lava or not lava"
@@ -87,7 +87,7 @@ ablation: setup
 
 help:
 	@echo "make demo      set up .venv, train the digits DLIF demo (RFGSM + MS-MPPD), export it to NetX and run it"
-	@echo "               on Loihi2SimCfg under the autoattack suite at 8/255 (worst case per sample, crafted chip-aware)"
+	@echo "               on Loihi2SimCfg under the snn-adaptive suite at 8/255 (worst case per sample, crafted chip-aware)"
 	@echo "make test      every test, the Lava (Loihi2SimCfg) ones included (= .ci/run)"
 	@echo "make test-fast the tests that do not start Lava"
 	@echo "make cifar10-vgg11 DATA_ROOT=..          paper's equations (leak-form DLIF, both-branch MS-MPPD), then autoattack"
