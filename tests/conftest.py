@@ -63,3 +63,14 @@ def conv_lif_checkpoint(digits):
 @pytest.fixture(scope="session")
 def conv_dlif_checkpoint(digits):
     return trained_checkpoint(digits, "dlif", arch="convnet-s")
+
+
+def exported(folder, checkpoint):
+    """``checkpoint`` saved as folder/model.pt and exported to folder/model.net, as a user would."""
+    from loihi_stable.cli import app
+    from typer.testing import CliRunner
+
+    torch.save(checkpoint, folder / "model.pt")
+    result = CliRunner().invoke(app, ["export", "--to", "netx", str(folder / "model.pt"), "-o", str(folder / "model.net")])
+    assert result.exit_code == 0, result.output
+    return folder

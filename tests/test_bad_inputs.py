@@ -160,7 +160,12 @@ NET_EDITS = {
 
 @pytest.mark.parametrize("case", list(NET_EDITS))
 def test_malformed_net_files_are_refused(files, case):
-    bad = edited(files / "dlif.net", files / "bad.net", NET_EDITS[case])
+    assert_net_refused(files, NET_EDITS[case])
+
+
+def assert_net_refused(files, edit):
+    """``run`` and ``check`` both refuse the .net file ``edit`` makes, in one line."""
+    bad = edited(files / "dlif.net", files / "bad.net", edit)
     try:
         assert_refused(files, "run", "--backend", "emulator", "--limit", "3", bad)
         assert_refused(files, "check", files / "dlif.pt", bad, "--limit", "3")
@@ -427,12 +432,7 @@ NET_TYPE_EDITS = {
 
 @pytest.mark.parametrize("case", list(NET_TYPE_EDITS))
 def test_every_net_field_of_the_wrong_type_is_one_line(files, case):
-    bad = edited(files / "dlif.net", files / "bad.net", NET_TYPE_EDITS[case])
-    try:
-        assert_refused(files, "run", "--backend", "emulator", "--limit", "3", bad)
-        assert_refused(files, "check", files / "dlif.pt", bad, "--limit", "3")
-    finally:
-        bad.unlink()
+    assert_net_refused(files, NET_TYPE_EDITS[case])
 
 
 def _suite_type_cases():

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
+from conftest import exported
 from loihi_stable.io import load_checkpoint
 
 CLI = Path(sys.executable).parent / "loihi-stable"
@@ -140,14 +140,7 @@ def test_train_interrupted_at_any_moment_leaves_what_it_says(tmp_path, train_sec
 # --- export, eval, run -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory, dlif_checkpoint):
-    from loihi_stable.cli import app
-    from typer.testing import CliRunner
-
-    folder = tmp_path_factory.mktemp("interrupt-files")
-    torch.save(dlif_checkpoint, folder / "model.pt")
-    result = CliRunner().invoke(app, ["export", "--to", "netx", str(folder / "model.pt"), "-o", str(folder / "model.net")])
-    assert result.exit_code == 0, result.output
-    return folder
+    return exported(tmp_path_factory.mktemp("interrupt-files"), dlif_checkpoint)
 
 
 COMMANDS = {

@@ -7,11 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from loihi_stable.cli import app
+from conftest import exported
 from netx_export.lava_session import RECORD_PREFIX, SHM_DIR, remove_stale_segments
-from typer.testing import CliRunner
 
 CLI = Path(sys.executable).parent / "loihi-stable"
 
@@ -19,11 +17,7 @@ CLI = Path(sys.executable).parent / "loihi-stable"
 @pytest.fixture(scope="module")
 def conv_net(tmp_path_factory, conv_lif_checkpoint):
     """A conv file (slow on Lava: about 25 samples/s), so a run lasts long enough to interrupt."""
-    folder = tmp_path_factory.mktemp("interrupt")
-    torch.save(conv_lif_checkpoint, folder / "model.pt")
-    result = CliRunner().invoke(app, ["export", "--to", "netx", str(folder / "model.pt"), "-o", str(folder / "model.net")])
-    assert result.exit_code == 0, result.output
-    return folder / "model.net"
+    return exported(tmp_path_factory.mktemp("interrupt"), conv_lif_checkpoint) / "model.net"
 
 
 def live_processes(session: int) -> list[int]:
