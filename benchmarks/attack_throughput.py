@@ -7,17 +7,16 @@ is the best of ``--repeats`` runs over the whole digits test set (360 images).
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 import loihi_stable  # noqa: F401
+from loihi_stable import script_args
 from loihi_stable.attacks import APGD, PGD
 from loihi_stable.data import load_dataset
 from loihi_stable.io import load_checkpoint
 from loihi_stable.models import ModelConfig, build_model
-from loihi_stable.report import table
 from loihi_stable.training import TrainConfig, train
 from netx_export.export import model_from_checkpoint
 
@@ -34,10 +33,7 @@ def best_rate(attack, x, y, repeats: int) -> float:
 def main() -> None:
     import torchattacks
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", nargs="?")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = script_args.parse(__doc__, {"repeats": 3}, positional={"checkpoint": ("?", "a checkpoint (default: train one)")})
     train_set, test = load_dataset("digits")
     if args.checkpoint:
         model = model_from_checkpoint(load_checkpoint(args.checkpoint))
@@ -58,8 +54,8 @@ def main() -> None:
     for name, (ours, theirs) in pairs.items():
         r_ours, r_theirs = best_rate(ours, x, y, args.repeats), best_rate(theirs, x, y, args.repeats)
         rows.append([name, f"{r_ours:.0f}", f"{r_theirs:.0f}", f"{r_ours / r_theirs:.2f}x"])
-    print(f"attack throughput on {len(x)} digits test images, eps 8/255, torch threads={torch.get_num_threads()}")
-    print(table(["attack", "loihi-stable img/s", "torchattacks img/s", "ratio"], rows))
+    script_args.print_table(f"attack throughput on {len(x)} digits test images, eps 8/255, torch threads="
+                            f"{torch.get_num_threads()}", ["attack", "loihi-stable img/s", "torchattacks img/s", "ratio"], rows)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ robust accuracy (worst case per sample) and seconds on the same model, samples a
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import torch
 
 import loihi_stable  # noqa: F401
+from loihi_stable import script_args
 from loihi_stable.attacks import load_suite
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.evaluation import build_attacks, evaluate
@@ -32,13 +31,9 @@ class Images(torch.nn.Module):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--eps", default="8,16,32", help="values on the /255 scale")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    args = script_args.parse(__doc__, {"eps": ("8,16,32", "values on the /255 scale"), "limit": None, "data_root": None,
+                                       "json": None}, positional={"checkpoint": (None, "the checkpoint to attack")},
+                             types={"limit": int})
     from pyautoattack import AutoAttack
 
     payload = load_checkpoint(args.checkpoint)

@@ -9,7 +9,6 @@ checked identical between the batched and the per-sample run before any time is 
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 import loihi_stable  # noqa: F401
+from loihi_stable import script_args
 from loihi_stable.certify import crown_margin_lower_bound, ibp_bounds, margin_lower_bound
 from loihi_stable.data import load_dataset
 from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
@@ -62,10 +62,7 @@ def timed(function, x, y, batch: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=128)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = script_args.parse(__doc__, {"samples": 128, "device": "cpu"})
     train_set, test_set = load_dataset("digits")
     x, y = test_set.x[:args.samples].to(args.device), test_set.y[:args.samples].to(args.device)
     rows = []

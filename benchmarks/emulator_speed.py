@@ -1,20 +1,18 @@
-"""Samples/s of the fixed-point emulator vs Lava's Loihi2SimCfg on the same exported network.
+"""Samples/s of the fixed-point emulator vs the step-major loop it replaced and vs Lava's Loihi2SimCfg.
 
-    python benchmarks/emulator_speed.py [model.net ...] [--lava-samples 64]
+    python benchmarks/emulator_speed.py [model.net ...] [--lava-samples 16] [--vgg11]
 
-Without files it trains and exports two digits DLIF networks first: the default MLP (5
-epochs) and a convnet-s (3 epochs). The
-emulator is timed with 1 and 2 torch threads (it pins itself to one; the 2-thread row is what
-it did before), on an idle machine and with a competing busy process per core; Lava's rate
-is split into start-up (compile, spawn) and steady state. Readouts are checked identical.
+Without files it trains and exports two digits DLIF networks first (the default MLP, 5 epochs, and a
+convnet-s, 3 epochs); ``--vgg11`` adds the paper's VGG11 at 32x32 (random weights folded from a
+model with BatchNorm, T=4) on random inputs. Each network: the emulator at 1 and 2 torch threads,
+the step-major int64 reference (tests/step_major_reference.py, one thread), Lava's steady state
+(start-up split off), readouts checked identical, peak memory of the process.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import multiprocessing
-import os
+import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 import loihi_stable  # noqa: F401
+from loihi_stable import script_args
 from loihi_stable.data import load_dataset
 from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from loihi_stable.models import ModelConfig, build_model
@@ -31,7 +30,15 @@ from loihi_stable.training import TrainConfig, train
 from netx_export import emulator
 from netx_export.export import write_netx
 from netx_export.lava_runner import run_network
-from netx_export.netx_file import read_netx
+from netx_export.netx_file import encode_inputs, read_netx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import step_major_reference  # noqa: E402
+
+
+def checkpoint_of(model) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_config": model.config.to_dict(),
+            "state_dict": model.state_dict()}
 
 
 def default_network(folder: Path, arch: str) -> Path:
@@ -40,104 +47,84 @@ def default_network(folder: Path, arch: str) -> Path:
     conv = {} if arch == "mlp" else {"arch": arch, "input_shape": [1, 8, 8], "mean": [0.0], "std": [1.0]}
     model = build_model(ModelConfig(**conv))
     train(model, train_set, TrainConfig(epochs=5 if arch == "mlp" else 3), progress=False)
-    checkpoint = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                  "model_config": model.config.to_dict(), "state_dict": model.state_dict()}
-    write_netx(model, checkpoint, folder / f"{arch}.net")
+    write_netx(model, checkpoint_of(model), folder / f"{arch}.net")
     return folder / f"{arch}.net"
 
 
-def _spin(stop) -> None:
-    while not stop.is_set():
-        pass
+def vgg11_network(folder: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_folding import randomized
+
+    model = randomized("vgg11", (3, 32, 32), [0.45, 0.5, 0.55], [0.25, 0.25, 0.25])
+    checkpoint = {**checkpoint_of(model), "train_config": {"dataset": "cifar10"}}
+    write_netx(model, checkpoint, folder / "vgg11.net")
+    return folder / "vgg11.net"
 
 
-@contextlib.contextmanager
-def busy_machine(processes: int):
-    """``processes`` busy-looping processes competing for the cores while the block runs."""
-    stop = multiprocessing.Event()
-    workers = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
-
-
-@contextlib.contextmanager
-def unpinned(threads: int):
-    """The emulator as it was before it pinned itself: ``threads`` torch threads."""
-    pinned = emulator.one_thread
-    emulator.one_thread = contextlib.nullcontext
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        emulator.one_thread = pinned
-        torch.set_num_threads(previous)
-
-
-def emulator_rate(spec, x, repeats: int = 7) -> tuple[float, float]:
-    """(median, worst) samples/s over ``repeats`` passes: a busy machine shows in the spread."""
-    rates = []
+def rate(run, x, repeats: int) -> float:
+    """Median samples/s over ``repeats`` passes."""
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        emulator.emulate(spec, x)
-        rates.append(len(x) / (time.perf_counter() - start))
-    return statistics.median(rates), min(rates)
+        run(x)
+        times.append(time.perf_counter() - start)
+    return len(x) / statistics.median(times)
 
 
-def lava_rates(spec, x, n: int) -> tuple[float, float, np.ndarray]:
-    """(start-up seconds, steady-state samples/s, readout of n samples) from runs of n/8 and n samples."""
-    small = max(1, n // 8)
+def lava_rates(spec, x) -> tuple[float, float, np.ndarray]:
+    """(start-up seconds, steady-state samples/s, readout) from runs of n/4 and n samples."""
+    n, small = len(x), max(1, len(x) // 4)
     start = time.perf_counter()
     run_network(spec, x[:small], progress=False)
     t_small = time.perf_counter() - start
     start = time.perf_counter()
-    run = run_network(spec, x[:n], progress=False)
+    run = run_network(spec, x, progress=False)
     t_full = time.perf_counter() - start
     steady = (n - small) / max(t_full - t_small, 1e-9)
     return max(t_small - small / steady, 0.0), steady, run.readout
 
 
-def measure(spec, lava_samples: int) -> None:
-    _, test = load_dataset(spec.dataset)
-    x = test.x.reshape(len(test), -1).numpy()
-    batch = np.tile(x, (-(-4096 // len(x)), 1))[:4096]  # one emulator batch, long enough to time
+def inputs_for(spec) -> np.ndarray:
+    if spec.dataset == "digits":
+        _, test = load_dataset("digits")
+        return test.x.reshape(len(test), -1).numpy()
+    return np.random.default_rng(0).random((64, spec.in_features)).astype(np.float32)
+
+
+def measure(spec, name: str, lava_samples: int) -> None:
+    x = inputs_for(spec)
+    big = spec.layers[0].neurons * spec.timesteps > 1 << 18
+    batch = x[:16] if big else np.tile(x, (-(-2048 // len(x)), 1))[:2048]
+    repeats = 2 if big else 5
     rows = []
-    cores = os.cpu_count() or 2
-    for machine, load in (("idle", 0), (f"busy ({cores} spinning processes)", cores)):
-        with busy_machine(load):
-            pinned = emulator_rate(spec, batch)
-            for threads in (1, 2):
-                with unpinned(threads):
-                    median, worst = emulator_rate(spec, batch)
-                rows.append([f"emulator, {threads} thread(s)", machine, f"{median:.0f}", f"{worst:.0f}"])
-            rows.append(["emulator as shipped (pinned)", machine, f"{pinned[0]:.0f}", f"{pinned[1]:.0f}"])
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rows.append([f"emulator, {threads} thread(s)", f"{rate(lambda v: emulator.emulate(spec, v), batch, repeats):.1f}"])
+    torch.set_num_threads(1)
+    reference = rate(lambda v: step_major_reference.emulate_batch(spec, encode_inputs(spec, v)), batch[:16 if big else 512], 1)
+    rows.append(["step-major reference (before), 1 thread", f"{reference:.1f}"])
     n = min(lava_samples, len(x))
-    startup, steady, lava_readout = lava_rates(spec, x, n)
+    startup, steady, lava_readout = lava_rates(spec, x[:n])
     same = np.array_equal(emulator.emulate(spec, x[:n]).readout, lava_readout)
-    shipped_idle = float(rows[2][2])
-    rows.append(["Loihi2SimCfg (steady state)", "idle", f"{steady:.1f}", ""])
+    rows.append(["Loihi2SimCfg (steady state)", f"{steady:.2f}"])
+    best = max(float(rows[0][1]), float(rows[1][1]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kinds = "-".join(layer.kind for layer in spec.layers)
-    print(f"\n{spec.neuron.upper()} {spec.arch} ({kinds}), T={spec.timesteps}, emulator on {len(batch)} samples, "
-          f"Lava on {n}; readouts identical to Lava: {same}")
-    print(table(["backend", "machine", "samples/s (median)", "samples/s (worst)"], rows))
-    print(f"Lava start-up: {startup:.2f} s; emulator (pinned, idle) / Lava steady state: {shipped_idle / steady:.0f}x")
+    print(f"\n{name}: {spec.neuron.upper()} {spec.arch} ({kinds}), T={spec.timesteps}, emulator on {len(batch)} samples, "
+          f"Lava on {n}; readouts identical to Lava: {same}; peak memory so far {peak:.0f} MB")
+    print(table(["backend", "samples/s"], rows))
+    print(f"emulator (best) / step-major reference: {best / reference:.1f}x; / Lava steady state: {best / steady:.0f}x; "
+          f"Lava start-up {startup:.1f} s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("networks", nargs="*")
-    parser.add_argument("--lava-samples", type=int, default=64)
-    args = parser.parse_args()
+    args = script_args.parse(__doc__, {"lava_samples": 16, "vgg11": False}, positional={"networks": ("*", "NetX files (default: train two)")})
     with tempfile.TemporaryDirectory() as folder:
         paths = args.networks or [default_network(Path(folder), arch) for arch in ("mlp", "convnet-s")]
+        if args.vgg11:
+            paths.append(vgg11_network(Path(folder)))
         for path in paths:
-            measure(read_netx(path), args.lava_samples)
+            measure(read_netx(path), Path(path).stem, args.lava_samples if Path(path).stem != "vgg11" else 1)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ runs the neuron's T steps with a hand-written BPTT (``neurons.FusedDynamics``).
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 import torch.nn.functional as F
 
 import loihi_stable  # noqa: F401
+from loihi_stable import script_args
 from loihi_stable import fixed_point as fx
 from loihi_stable.allocator import keep_freed_memory
 from loihi_stable.convnets import SpikingVGG
@@ -107,14 +107,9 @@ def throughput(net, params, x, y, iters: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--iters", type=int, default=6)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--nets", default="mlp,convnet,vgg5")
-    parser.add_argument("--system-allocator", action="store_true",
-                        help="leave glibc's mmap policy alone (what `train` changes with allocator.keep_freed_memory)")
-    args = parser.parse_args()
+    args = script_args.parse(__doc__, {"batch": 64, "iters": 6, "device": "cpu", "nets": "mlp,convnet,vgg5",
+                                       "system_allocator": (False, "leave glibc's mmap policy alone (what `train` "
+                                                                   "changes with allocator.keep_freed_memory)")})
     cached = False if args.system_allocator else keep_freed_memory()
     nets = {"mlp": ModelConfig(in_features=784, hidden=[256, 128]),
             "convnet": ModelConfig(arch="convnet", input_shape=[1, 28, 28]),

@@ -9,7 +9,6 @@ and the results go to <out>/ablation-<dataset>.md (mean +/- std over seeds) and 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from loihi_stable import script_args
 from loihi_stable.io import atomic_path, write_json
 
 CONFIGS = [  # name, neuron, perturb, rho, rat, MS-MPPD gradient: both branches (the term as written, our
@@ -105,20 +105,14 @@ def summarize(rows: list[dict], args) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--hidden", default="256,128")
-    parser.add_argument("--eps", default="16/255", help="evaluation eps and Gaussian sigma")
-    parser.add_argument("--train-eps", default="8/255", help="RFGSM training eps (half the evaluation eps, as the paper)")
-    parser.add_argument("--limit", type=int, default=None, help="training samples")
-    parser.add_argument("--test-limit", type=int, default=None)
-    parser.add_argument("--configs", type=int, default=len(CONFIGS), help="only the first N configurations")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default="results", help="folder for the tables")
-    parser.add_argument("--runs", default="runs", help="folder for the models and per-run results")
-    args = parser.parse_args(argv)
+    args = script_args.parse(__doc__, {
+        "dataset": "mnist5k", "seeds": "0,1", "epochs": 15, "hidden": "256,128",
+        "eps": ("16/255", "evaluation eps and Gaussian sigma"),
+        "train_eps": ("8/255", "RFGSM training eps (half the evaluation eps, as the paper)"),
+        "limit": (None, "training samples"), "test_limit": None,
+        "configs": (len(CONFIGS), "only the first N configurations"), "jobs": 2,
+        "out": ("results", "folder for the tables"), "runs": ("runs", "folder for the models and per-run results"),
+    }, argv, types={"limit": int, "test_limit": int})
     out = Path(args.out)
     jobs = [{"config": config, "seed": int(seed), "dataset": args.dataset, "epochs": args.epochs,
              "hidden": args.hidden, "eps": args.eps, "train_eps": args.train_eps, "limit": args.limit,

@@ -10,7 +10,6 @@ best ("verified") and the integer certificate of the exported network ("verified
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from loihi_stable import script_args
 from loihi_stable.io import atomic_path, write_json
 
 TRAININGS = {"natural": ["--perturb", "none", "--rho", "0"],
@@ -69,20 +69,11 @@ def measure(job) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--arch", default="mlp")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--timesteps", type=int, default=8)
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--test-limit", type=int)
-    parser.add_argument("--crown-steps", type=int, default=20)
-    parser.add_argument("--ibp-train-eps", default="8/255", help="the IBP training radius")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default="results")
-    parser.add_argument("--runs", default="runs")
-    args = parser.parse_args(argv)
+    args = script_args.parse(__doc__, {
+        "dataset": "digits", "arch": "mlp", "epochs": 30, "timesteps": 8, "limit": None, "test_limit": None,
+        "crown_steps": 20, "ibp_train_eps": ("8/255", "the IBP training radius"), "batch_size": 128, "jobs": 2,
+        "out": "results", "runs": "runs",
+    }, argv, types={"limit": int, "test_limit": int})
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = [row for rows in pool.map(measure, [(n, o, args) for n, o in TRAININGS.items()]) for row in rows]
     lines = [f"# Certified vs attacked: {args.dataset}, {args.arch}",
@@ -104,9 +95,7 @@ def main(argv=None) -> None:
         lines.append(f"| {r['training']} | {r['eps_255']}/255 | {100 * r['clean']:.2f} | {100 * r['autoattack']:.2f} | "
                      f"{100 * r['ibp']:.2f} | {100 * r['crown']:.2f} | {100 * r['verified']:.2f} | "
                      f"{100 * r['clean_chip']:.2f} | {chip} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"certification-{args.dataset}-{args.arch}"
+    stem = script_args.output_stem(args.out, f"certification-{args.dataset}-{args.arch}")
     write_json(stem.with_suffix(".json"), {"settings": vars(args), "rows": rows})
     with atomic_path(stem.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -11,7 +11,6 @@ Runs resume: a finished run is read back, a cut one continues from its last epoc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from loihi_stable import script_args
 from loihi_stable.io import atomic_path, write_json
 
 MODELS = [("LIF", "lif", "leak"), ("DLIF (leak)", "dlif", "leak"), ("DLIF (input)", "dlif", "input")]
@@ -168,23 +168,13 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help=f"the full grid: {FULL}")
-    parser.add_argument("--seeds")
-    parser.add_argument("--rhos")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--arch")
-    parser.add_argument("--hidden")
-    parser.add_argument("--timesteps", type=int)
-    parser.add_argument("--limit", type=int, help="training images (reduced default 10,000)")
-    parser.add_argument("--val-size", type=int)
-    parser.add_argument("--test-limit", type=int)
-    parser.add_argument("--data-root", help="folder of the Fashion-MNIST IDX files (default: where make fashion-mnist puts them)")
-    parser.add_argument("--gpu", action="store_true", help="train on CUDA")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default="results")
-    parser.add_argument("--runs", default="runs")
-    args = parser.parse_args(argv)
+    args = script_args.parse(__doc__, {
+        "full": (False, f"the full grid: {FULL}"), "seeds": None, "rhos": None, "epochs": None, "arch": None,
+        "hidden": None, "timesteps": None, "limit": (None, "training images (reduced default 10,000)"),
+        "val_size": None, "test_limit": None,
+        "data_root": (None, "folder of the Fashion-MNIST IDX files (default: where make fashion-mnist puts them)"),
+        "gpu": (False, "train on CUDA"), "jobs": 2, "out": "results", "runs": "runs",
+    }, argv, types={k: int for k in ("epochs", "timesteps", "limit", "val_size", "test_limit")})
     for key, value in (FULL if args.full else REDUCED).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -200,9 +190,7 @@ def main(argv=None) -> None:
             bar.update(1)
             bar.write(f"{row['config']:<36} seed {row['seed']}: clean {row['clean']:.3f} "
                       f"autoattack {row['autoattack']:.3f} ({row['seconds']:.0f} s)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"ablation-fashion-mnist{'' if args.full else '-reduced'}"
+    stem = script_args.output_stem(args.out, f"ablation-fashion-mnist{'' if args.full else '-reduced'}")
     write_json(stem.with_suffix(".json"), {"settings": {k: v for k, v in vars(args).items()}, "runs": rows})
     table = summarize(rows, args, names)
     with atomic_path(stem.with_suffix(".md")) as tmp:

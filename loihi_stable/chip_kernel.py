@@ -12,8 +12,8 @@ The definition is Lava's bit-accurate LIF model (lava/proc/lif/models.py,
   decay(x, d) = sign(x (4096 - d)) * (|x (4096 - d)| >> 12)  (truncation toward zero)
 
 Every function takes int64 tensors, or float64 tensors holding integers (exact below 2^53),
-so the QAT forward (float64 on any device), the emulator (int64) and the certificates
-(interval ends) share one code path. The interval versions are sound because each map is
+so the QAT forward, the emulator, the grid model and the certificates (interval ends), all float64
+on any device, and the int64 reference the tests keep share one code path. The interval versions are sound because each map is
 monotone, except the current's wrap, which they report instead of modelling.
 """
 from __future__ import annotations
@@ -34,7 +34,13 @@ MAX_BIAS_MANT = (1 << 12) - 1          # bias_mant is 13-bit signed
 
 
 def decay(x: torch.Tensor, d) -> torch.Tensor:
-    """sign(x (4096 - d)) * (|x (4096 - d)| >> 12): the leak, truncating toward zero."""
+    """sign(x (4096 - d)) * (|x (4096 - d)| >> 12): the leak, truncating toward zero.
+
+    On float64 integers it is one multiply and a trunc, exact while |x| < 2^41: (4096 - d) / 4096 is
+    a 12-bit fraction, so x (4096 - d) / 4096 is computed without rounding.
+    """
+    if x.is_floating_point():
+        return torch.trunc(x * ((DECAY_UNITY - d) / DECAY_UNITY))
     kept = x * (DECAY_UNITY - d)
     return torch.sign(kept) * torch.div(kept.abs(), DECAY_UNITY, rounding_mode="floor")
 
@@ -49,20 +55,32 @@ def wrap_conv_activation(activation: torch.Tensor) -> torch.Tensor:
     return torch.remainder(activation + WRAP, 2 * WRAP) - WRAP
 
 
+def cannot_wrap(x: torch.Tensor) -> bool:
+    """True when no value of a CPU tensor reaches the wrap (one reduction instead of two selects);
+    False on other devices, where asking would wait for the device."""
+    return x.device.type == "cpu" and x.is_floating_point() and (x.numel() == 0 or bool(x.abs().max() < WRAP))
+
+
 def wrap_current(u: torch.Tensor) -> torch.Tensor:
     """Lava's 24-bit current wrap, as written there (two one-sided corrections of the unwrapped sum)."""
+    if cannot_wrap(u):
+        return u
     once = torch.where(u > WRAP, u - 2 * WRAP, u)
     return torch.where(once <= -WRAP, u + 2 * WRAP, once)
 
 
 def current_step(u: torch.Tensor, activation: torch.Tensor, i_decay) -> torch.Tensor:
     """u[t] from u[t-1] and this step's synaptic sum; iDecay = 4096 makes u[t] = wrap(a << 6)."""
+    if isinstance(i_decay, int) and i_decay == DECAY_UNITY:  # nothing of u[t-1] is kept
+        return wrap_current(activation_current(activation))
     return wrap_current(decay(u, i_decay) + activation_current(activation))
 
 
 def voltage_step(v: torch.Tensor, u: torch.Tensor, dv, bias=0) -> torch.Tensor:
     """v[t] before the spike test: leak, current, bias (bias_mant << 6), 24-bit saturation."""
-    total = decay(v, dv) + u + bias * (1 << BIAS_SHIFT)
+    total = decay(v, dv) + u
+    if not (isinstance(bias, int) and bias == 0):
+        total = total + bias * (1 << BIAS_SHIFT)
     return total.clamp(-VOLTAGE_LIMIT, VOLTAGE_LIMIT)
 
 
@@ -72,7 +90,11 @@ def threshold_units(vth_mant) -> int:
 
 
 def fire(v: torch.Tensor, threshold: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spikes (bool) and the voltage after the hard reset."""
+    """Spikes and the voltage after the hard reset: bool spikes for integer v, 0/1 in v's dtype for
+    float v (boolean masks are several times slower than arithmetic on the CPU)."""
+    if v.is_floating_point():
+        spikes = torch.gt(v, threshold, out=torch.empty_like(v))
+        return spikes, torch.addcmul(v, v, spikes, value=-1.0)
     spikes = v > threshold
     return spikes, torch.where(spikes, torch.zeros_like(v), v)
 

@@ -12,9 +12,9 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.29 vendors click (pinned in requirements.txt)
 from typer.core import TyperGroup
 
-from . import guards, interrupts
+from . import guards, interrupts, threads
 from .errors import UserError
-from .budget import read_fraction
+from .budget import check_eps, read_fraction
 
 class OneLineErrors(TyperGroup):
     """Usage errors (unknown option, a value that is not a number, a missing argument) as one
@@ -39,6 +39,15 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+# options several commands share, written once
+LIMIT = typer.Option(None, help="Use only the first N test samples.")
+DATA_ROOT = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read).")
+JSON_OUT = typer.Option(None, "--json", help="Write results as JSON.")
+QUIET = typer.Option(False, help="No progress bar.")
+CHIP_SIDE_DEVICE = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
+                                             "the attacks run; the chip (Lava, emulator) runs on the CPU.")
+
+
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robust stable spiking neural networks, from training to Loihi.")
 
@@ -49,9 +58,7 @@ def parse_eps(text: str) -> float:
         value = read_fraction(text)
     except ValueError:
         raise UserError(f"cannot read eps '{text}': write a fraction like 8/255 or a number like 0.03") from None
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"eps {text} = {value:.4g} is outside [0, 1]: inputs are in [0, 1], use e.g. 8/255")
-    return value + 0.0  # -0 -> 0
+    return check_eps(value, written=text, error=UserError)
 
 
 def check_limit(limit: Optional[int]) -> None:
@@ -122,7 +129,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>.last.pt after an interruption."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, help="Random seed."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    quiet: bool = QUIET,
 ):
     """Train a LIF/DLIF SNN with MS-MPPD (mixup CE + rho * MS-MPPD); runs under torchrun too."""
     import torch
@@ -170,6 +177,7 @@ def train(
         raise UserError("--perturb ibp bounds MLPs and the VGG family; wrn16-4's analog residual stream is not "
                         "supported: choose --arch mlp, convnet-s, convnet, vgg5 or vgg11")
     check_limit(limit)
+    threads.configure(arch)
     stem = out.with_suffix("")
     guards.check_outputs({"--out": out, "--out (last checkpoint)": Path(f"{stem}.last.pt"),
                           "--out (metrics)": Path(f"{stem}.metrics.json")}, [data_root])
@@ -263,6 +271,7 @@ def export(
     to: str = typer.Option("netx", "--to", help="Export format: netx."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: <checkpoint>.net)."),
     data_root: Optional[Path] = typer.Option(None, help="Folder of the data set, for a conv model's folding check."),
+    quiet: bool = QUIET,
 ):
     """Export a checkpoint to NetX HDF5 with Loihi fixed-point quantization."""
     if to != "netx":
@@ -271,7 +280,7 @@ def export(
 
     output = output or checkpoint.with_suffix(".net")
     guards.check_outputs({"--output": output}, [checkpoint])
-    report = export_checkpoint(checkpoint, output, data_root=data_root)
+    report = export_checkpoint(checkpoint, output, data_root=data_root, progress=not quiet)
     typer.echo(f"exported {checkpoint} -> {output} (NetX HDF5)")
     folding, stock = report.get("folding"), report.get("stock_netx")
     if folding:
@@ -300,21 +309,21 @@ def run(
                                                     "autoattack, fast, none, or one of fgsm, pgd, apgd-ce, apgd-dlr, "
                                                     "apgd-t, square, gaussian."),
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
+    limit: Optional[int] = LIMIT,
+    data_root: Optional[Path] = DATA_ROOT,
     transfer_from: Optional[Path] = typer.Option(None, help="Also craft the attack on this independently trained checkpoint."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    json_out: Optional[Path] = JSON_OUT,
     dlif_schedule: Optional[str] = typer.Option(
         None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
                    "(set between steps on stock LIF neurons; Loihi2HwCfg default, slower)."),
-    device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
-                                            "the attacks run; the chip (Lava, emulator) runs on the CPU."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    device: str = CHIP_SIDE_DEVICE,
+    quiet: bool = QUIET,
 ):
     """Run an exported network on Lava and compare it with the float model."""
     from netx_export.backends import check_backend
     from netx_export.deploy import compare
-    from netx_export.lava_runner import read_netx, resolve_dlif_schedule
+    from netx_export.lava_runner import resolve_dlif_schedule
+    from netx_export.netx_file import read_netx
 
     from .attacks.registry import suite_description
     from .io import write_json
@@ -328,6 +337,7 @@ def run(
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work
     target = _device(device)
     spec = read_netx(network)
+    threads.configure(spec.arch)
     source = None
     if transfer_from is not None:
         from netx_export.export import model_from_checkpoint
@@ -383,13 +393,13 @@ def evaluate_command(
     attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks, e.g. fgsm,pgd10,apgd-ce,apgd-t,square,"
                                                      "adaptive, or apgd-ce100@sigmoid:4 (through another spike backward)."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    limit: Optional[int] = LIMIT,
+    data_root: Optional[Path] = DATA_ROOT,
+    json_out: Optional[Path] = JSON_OUT,
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of the results."),
     sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
     device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the attacks run, batched."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    quiet: bool = QUIET,
 ):
     """Robust accuracy: the worst case per sample over an attack suite, each attack's accuracy, per-layer MS-MPPD."""
     from netx_export.export import model_from_checkpoint
@@ -410,6 +420,7 @@ def evaluate_command(
     target = _device(device)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload).to(target)
+    threads.configure(model.config.arch)
     train_cfg = payload.get("train_config", {})
     test = checkpoint_test_split(payload, data_root, limit)
     test = Split(test.x.to(target), test.y.to(target))
@@ -465,24 +476,20 @@ def check_command(
                                                     "gaussian."),
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
+    limit: Optional[int] = LIMIT,
+    data_root: Optional[Path] = DATA_ROOT,
     ratio_threshold: float = typer.Option(1.5, help="Flag layers whose chip/float MS-MPPD ratio exceeds this."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    json_out: Optional[Path] = JSON_OUT,
     plot: Optional[Path] = typer.Option(None, help="Write a PNG (perturbation traces and per-layer bars)."),
-    device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
-                                            "the attacks run; the chip (Lava, emulator) runs on the CPU."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    device: str = CHIP_SIDE_DEVICE,
+    quiet: bool = QUIET,
 ):
     """Compare membrane potential perturbations and accuracy of the float model and the chip."""
-    import tempfile
-
     from netx_export.backends import check_backend
     from netx_export.checker import check, plot_check
+    from netx_export.export import model_from_checkpoint, spec_for
 
     from .attacks import CASCADE_SUITES
-    from netx_export.export import check_spec_matches, model_from_checkpoint, write_netx
-    from netx_export.lava_runner import read_netx
 
     from .data import checkpoint_test_split
     from .io import load_checkpoint, write_json
@@ -496,13 +503,8 @@ def check_command(
     target = _device(device)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
-    if network is None:
-        with tempfile.TemporaryDirectory() as folder:
-            write_netx(model, payload, Path(folder) / "model.net")
-            spec = read_netx(Path(folder) / "model.net")
-    else:
-        spec = read_netx(network)
-        check_spec_matches(spec, model, payload)
+    threads.configure(model.config.arch)
+    spec = spec_for(model, payload, network)
     test = checkpoint_test_split(payload, data_root, limit)
     result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet,
                    device=target)
@@ -541,16 +543,13 @@ def certify_command(
     batch_size: int = typer.Option(128, help="Samples bounded at once (lower it for large conv networks)."),
     device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where bounds and attacks run; "
                                             "the chip certificate runs on the CPU."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N test samples."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    limit: Optional[int] = LIMIT,
+    data_root: Optional[Path] = DATA_ROOT,
+    json_out: Optional[Path] = JSON_OUT,
+    quiet: bool = QUIET,
 ):
     """Verified accuracy (S-IBP / S-CROWN) next to clean and PGD accuracy, for the float model and the chip."""
-    import tempfile
-
-    from netx_export.export import check_spec_matches, model_from_checkpoint, write_netx
-    from netx_export.lava_runner import read_netx
+    from netx_export.export import model_from_checkpoint, spec_for
 
     from .certify import certify
     from .data import checkpoint_test_split
@@ -563,6 +562,7 @@ def certify_command(
     guards.check_outputs({"--json": json_out}, [checkpoint, network])
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
+    threads.configure(model.config.arch)
     dense = model.config.arch == "mlp"
     if model.config.dlif_form != "leak":
         raise UserError("S-IBP, S-CROWN and the chip certificate bound the leak-form DLIF only; this checkpoint has an "
@@ -573,14 +573,7 @@ def certify_command(
     guards.integer("--crown-steps", crown_steps, 0, 10_000)
     guards.integer("--batch-size", batch_size, 1, 1 << 16)
     target = _device(device)
-    spec = None
-    if chip and network is None:
-        with tempfile.TemporaryDirectory() as folder:
-            write_netx(model, payload, Path(folder) / "model.net")
-            spec = read_netx(Path(folder) / "model.net")
-    elif chip:
-        spec = read_netx(network)
-        check_spec_matches(spec, model, payload)
+    spec = spec_for(model, payload, network) if chip else None
     test = checkpoint_test_split(payload, data_root, limit)
     chip_model = None
     if not dense and spec is not None:

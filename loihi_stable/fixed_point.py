@@ -54,12 +54,18 @@ def ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
     return smooth + (exact - smooth).detach()
 
 
+def graded_payload(x: torch.Tensor, scale: int = INPUT_SCALE) -> torch.Tensor:
+    """The chip's input encoding, written once: pixel x -> graded spike round(scale * clamp(x, 0, 1)),
+    straight-through (value of the rounding, gradient of scale * x inside [0, 1])."""
+    x = x.clamp(0.0, 1.0) * scale
+    return ste(torch.round(x), x)
+
+
 def quantize_input(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
     """Pixels in [0, 1] on the 1/64 grid the chip's graded input spikes carry."""
-    x = x.clamp(0.0, 1.0)
     if not enabled:
-        return x
-    return ste(torch.round(x * INPUT_SCALE) / INPUT_SCALE, x)
+        return x.clamp(0.0, 1.0)
+    return graded_payload(x) / INPUT_SCALE
 
 
 def state_scale(payload_scale: int = 1) -> int:
@@ -98,3 +104,32 @@ def chip_voltage_step(u: torch.Tensor, dv: torch.Tensor, current: torch.Tensor,
     i_int = kernel.wrap_current(torch.round(current.double() * scale))
     v_int = kernel.voltage_step(u_int, i_int, dv.double())
     return (v_int / scale).to(current.dtype)
+
+
+def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, payload_scale: int = 1):
+    """All T steps (time-major, ``current`` (T, ...)) of the bit-exact voltage update with spikes and
+    hard reset: (voltage, spikes, voltage after reset) in the dtype of ``current``.
+
+    The same values as T calls of ``chip_voltage_step`` with the spike test in the float model's dtype,
+    with fewer passes per step: the state stays in float64 integers between steps (no round trip), the
+    decay is one multiply and a trunc, and the current's 24-bit wrap is skipped when no current of the
+    layer can reach it (one check per layer). Step by step, so each step's tensors stay in cache.
+    """
+    scale = state_scale(payload_scale)
+    may_wrap = bool(current.abs().max() * scale >= kernel.WRAP) if current.numel() else False
+    threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
+    voltage, spike, state = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
+    v = torch.zeros_like(current[0], dtype=torch.float64)
+    drive, fired = torch.empty_like(v), torch.empty_like(v)  # reused: no allocation per step
+    for t, d in enumerate(dv.tolist()):
+        torch.mul(current[t], scale, out=drive).round_()
+        if may_wrap:
+            drive = kernel.wrap_current(drive)
+        # kernel.voltage_step in place: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
+        v.mul_((kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY).trunc_().add_(drive).clamp_(-kernel.VOLTAGE_LIMIT,
+                                                                                          kernel.VOLTAGE_LIMIT)
+        torch.div(v, scale, out=voltage[t])
+        torch.gt(v, threshold_units, out=fired)  # spikes as floats: boolean tensors are slow on the CPU
+        spike[t] = fired
+        torch.div(v.addcmul_(v, fired, value=-1.0), scale, out=state[t])  # the hard reset, v (1 - s)
+    return voltage, spike, state

@@ -53,15 +53,15 @@ class FusedDynamics(torch.autograd.Function):
         # time-major and contiguous, so every step touches one dense block of memory; results
         # are written in place (out=), spikes straight as floats, to keep each step at three passes
         current = current.movedim(-1, 0).contiguous()
-        voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
-        u = torch.zeros_like(current[0])
-        for t in range(current.shape[0]):
-            if dv is not None:
-                voltage[t] = fx.chip_voltage_step(u, dv[t], current[t], payload_scale)
-            else:
+        if dv is not None:  # the chip's integers (fixed_point.chip_dynamics: one conversion per layer)
+            voltage, spike, state = fx.chip_dynamics(current, dv, threshold, payload_scale)
+        else:
+            voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
+            u = torch.zeros_like(current[0])
+            for t in range(current.shape[0]):
                 torch.addcmul(current[t], u, decay[t], out=voltage[t])
-            torch.gt(voltage[t], threshold, out=spike[t])
-            u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])  # v*(1 - s)
+                torch.gt(voltage[t], threshold, out=spike[t])
+                u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])  # v*(1 - s)
         ctx.save_for_backward(voltage, spike, state, decay, current if backward is not None else None)
         ctx.threshold, ctx.width, ctx.backward = threshold, width, backward
         ctx.mark_non_differentiable(voltage)

@@ -54,9 +54,14 @@ def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
     values = [m["ms_mppd"] for layers in result["layers"].values() for m in layers]
     if values and min(values) > 0:
         ax_mppd.set_yscale("log")
-    ax_mppd.set_ylabel("MS-MPPD")
     ax_mppd.set_title("membrane potential perturbation per layer")
-    ax_mppd.legend()
+    _finish(fig, ax_mppd, "MS-MPPD", title, path)
+
+
+def _finish(fig, ax, ylabel: str, title: str, path: str | Path) -> None:
+    """Label the right-hand panel, title the figure and write it."""
+    ax.set_ylabel(ylabel)
+    ax.legend()
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -73,10 +78,7 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     for layer in range(len(rows[0]["ms_mppd"])):
         ax_mppd.plot(eps, [r["ms_mppd"][layer] for r in rows], "o-", label=f"layer {layer + 1}")
     ax_mppd.set_xlabel("eps (/255)")
-    ax_mppd.set_ylabel("MS-MPPD")
-    ax_mppd.legend()
-    fig.suptitle(title)
-    save_figure(fig, path)
+    _finish(fig, ax_mppd, "MS-MPPD", title, path)
 
 
 @drawing

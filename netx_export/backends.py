@@ -6,7 +6,8 @@ import numpy as np
 from loihi_stable.errors import UserError
 
 from netx_export.lava_runner import BACKENDS as LAVA_BACKENDS
-from netx_export.lava_runner import ChipRun, NetSpec, run_config, run_network
+from netx_export.lava_runner import run_config, run_network
+from netx_export.netx_file import ChipRun, NetSpec
 
 BACKENDS = (*LAVA_BACKENDS, "emulator")
 

@@ -17,22 +17,23 @@ from loihi_stable.metrics import LayerRecord, mppd, record
 from netx_export.backends import run_on
 from netx_export.chip_model import grid_model
 from netx_export.deploy import craft
-from netx_export.emulator import synaptic_sum
-from netx_export.lava_runner import ChipRun
-from netx_export.netx_file import NetSpec, encode_inputs
+from netx_export.emulator import ExactArithmetic
+from netx_export.netx_file import ChipRun, NetSpec, encode_inputs
 
 
 def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun, thresholds: list[float]) -> list[torch.Tensor]:
     """Each spiking layer's synaptic current I[t] on the chip (B, neurons, T), in the float model's
     units: chip units over the layer's chip threshold, times its float ``thresholds`` (this undoes
     the first layer's finer grid and the scale folding gave each conv layer)."""
+    steps, n = spec.timesteps, len(x)
+    arithmetic = ExactArithmetic(spec)
     signal = torch.from_numpy(encode_inputs(spec, x))
-    first = kernel.activation_current(synaptic_sum(spec.layers[0], signal)).flatten(1)
-    raw = [first[..., None].expand(-1, -1, spec.timesteps)]
-    for layer, previous, spikes in zip(spec.layers[1:-1], spec.layers, run.spikes[:-1]):
-        steps = [torch.from_numpy(spikes[..., t]).view(len(spikes), *previous.out_shape)
-                 for t in range(spec.timesteps)]
-        raw.append(torch.stack([kernel.activation_current(synaptic_sum(layer, s)).flatten(1) for s in steps], -1))
+    first = kernel.activation_current(arithmetic.synaptic_sum(0, spec.layers[0], signal)).flatten(1)
+    raw = [first[..., None].expand(-1, -1, steps)]
+    for i, (layer, previous, spikes) in enumerate(zip(spec.layers[1:-1], spec.layers, run.spikes[:-1]), 1):
+        rows = torch.from_numpy(spikes).permute(2, 0, 1).reshape(steps * n, *previous.out_shape)  # time-major
+        current = kernel.activation_current(arithmetic.synaptic_sum(i, layer, rows))
+        raw.append(current.reshape(steps, n, -1).permute(1, 2, 0))
     return [c.double() / layer.threshold * th for c, layer, th in zip(raw, spec.layers, thresholds)]
 
 

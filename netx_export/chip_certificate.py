@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from netx_export.emulator import layer_bias, layer_schedules, unwrapped_sum
-from netx_export.netx_file import LayerSpec, encode_inputs
+from netx_export.chip_unroll import Arithmetic, layer_bias, layer_schedules, sum_dtype, synaptic_sum, unroll, weight_tensor
+from netx_export.netx_file import NetSpec, encode_inputs
 
 UNVERIFIABLE = torch.iinfo(torch.int64).min // 2
 
@@ -32,13 +32,61 @@ class ChipCertificate:
     may_wrap: np.ndarray       # (B,) bool: some current may wrap (nothing is claimed)
 
 
-def _interval_sum(layer: LayerSpec, lo: torch.Tensor, hi: torch.Tensor):
-    """Bounds of a = W s for s in [lo, hi], and where a conv synapse's 24-bit wrap may fire."""
-    pos, neg = np.clip(layer.weight, 0, None), np.clip(layer.weight, None, 0)
-    a_lo = unwrapped_sum(layer, lo, pos) + unwrapped_sum(layer, hi, neg)
-    a_hi = unwrapped_sum(layer, hi, pos) + unwrapped_sum(layer, lo, neg)
-    may_wrap = ((a_hi >= kernel.WRAP) | (a_lo < -kernel.WRAP)).flatten(1).any(1)
-    return a_lo, a_hi, may_wrap if layer.kind == "conv" else torch.zeros_like(may_wrap)
+class IntervalArithmetic(Arithmetic):
+    """Both ends of every interval through the chip's monotone integer maps; wraps are reported."""
+
+    def __init__(self, spec: NetSpec, batch: int):
+        self.spec = spec
+        dtypes = [sum_dtype(spec, i) for i in range(len(spec.layers))]
+        self.weights = [(weight_tensor(layer, d, +1), weight_tensor(layer, d, -1)) for layer, d in zip(spec.layers, dtypes)]
+        self.schedules = [s.tolist() for s in layer_schedules(spec)]
+        self.may_wrap = torch.zeros(batch, dtype=torch.bool)
+
+    def _wraps(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows (T*B or B) -> per sample: does any row of the sample hold a possible wrap?"""
+        return rows.flatten(1).any(1).view(-1, len(self.may_wrap)).any(0)
+
+    def synaptic_sum(self, index, layer, signal):
+        lo, hi = signal
+        pos, neg = self.weights[index]
+        a_lo, a_hi = (synaptic_sum(layer, s, pos).double() + synaptic_sum(layer, t, neg).double()
+                      for s, t in ((lo, hi), (hi, lo)))
+        if layer.kind == "conv":  # a conv synapse's 24-bit wrap
+            self.may_wrap |= self._wraps((a_hi >= kernel.WRAP) | (a_lo < -kernel.WRAP))
+        return a_lo, a_hi
+
+    def initial_state(self, index, layer, drive):
+        zero = torch.zeros_like(drive[0])
+        return (zero, zero), (zero, zero)
+
+    def step(self, index, layer, state, drive, t):
+        (u_lo, u_hi), voltage = state
+        u_lo, u_hi, wraps = kernel.current_step_interval(u_lo, u_hi, *drive, layer.i_decay)
+        self.may_wrap |= self._wraps(wraps)
+        v_lo, v_hi = kernel.voltage_step_interval(*voltage, u_lo, u_hi, self.schedules[index][t], layer_bias(layer))
+        s_lo, s_hi, after_lo, after_hi = kernel.fire_interval(v_lo, v_hi, layer.threshold)
+        last = len(self.spec.layers) - 1
+        record = None
+        if index == last:  # the readout fired or saturated somewhere: its margins come from its bounds
+            record = (s_hi > 0).any(1) | (v_lo <= -kernel.VOLTAGE_LIMIT).any(1) | (v_hi >= kernel.VOLTAGE_LIMIT).any(1)
+        elif index == last - 1:  # what the readout integrates
+            record = (s_lo.flatten(1).long(), s_hi.flatten(1).long())
+        return ((u_lo, u_hi), (after_lo, after_hi)), (s_lo, s_hi), record
+
+
+def readout_margins(spec: NetSpec, y: torch.Tensor, last_spikes: list) -> torch.Tensor:
+    """Lower bounds of readout[y] - readout[j] while the readout neither fires nor saturates: it then
+    integrates (W_y - W_j) s[t] << 6 exactly, plus (b_y - b_j) << 6 per step."""
+    w = torch.from_numpy(spec.layers[-1].weight.astype(np.int64))
+    diff = w[y].unsqueeze(1) - w.unsqueeze(0)                       # (B, K, N)
+    margin = torch.zeros(len(y), w.shape[0], dtype=torch.int64)
+    for s_lo, s_hi in last_spikes:
+        margin += kernel.activation_current(
+            (diff.clamp(min=0) @ s_lo.unsqueeze(-1) + diff.clamp(max=0) @ s_hi.unsqueeze(-1)).squeeze(-1))
+    if spec.layers[-1].bias is not None:
+        b = torch.from_numpy(spec.layers[-1].bias.astype(np.int64))
+        margin += spec.timesteps * ((b[y].unsqueeze(1) - b.unsqueeze(0)) << kernel.BIAS_SHIFT)
+    return margin
 
 
 @torch.no_grad()
@@ -46,46 +94,14 @@ def chip_bounds(spec, x: np.ndarray, y: np.ndarray, eps: float) -> ChipCertifica
     """Integer S-IBP over the L-inf ball of radius eps around each sample of x (N, features)."""
     x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     n = len(x)
-    payload = [torch.from_numpy(encode_inputs(spec, x + sign * eps)) for sign in (-1, 1)]
-    schedules = layer_schedules(spec)
-    *first, may_wrap = _interval_sum(spec.layers[0], *payload)
-    currents, voltages = [None] * len(spec.layers), [None] * len(spec.layers)
-    readout_fires = torch.zeros(n, dtype=torch.bool)
-    last_spikes = []
-    for t in range(spec.timesteps):
-        signal = None
-        for i, (layer, dv) in enumerate(zip(spec.layers, schedules)):
-            if i == 0:
-                activation = first
-            else:
-                *activation, wraps = _interval_sum(layer, *signal)
-                may_wrap |= wraps
-            if currents[i] is None:
-                zero = torch.zeros_like(activation[0])
-                currents[i], voltages[i] = (zero, zero), (zero, zero)
-            u_lo, u_hi, wraps = kernel.current_step_interval(*currents[i], *activation, layer.i_decay)
-            may_wrap |= wraps.flatten(1).any(1)
-            v_lo, v_hi = kernel.voltage_step_interval(*voltages[i], u_lo, u_hi, dv[t], layer_bias(layer))
-            s_lo, s_hi, after_lo, after_hi = kernel.fire_interval(v_lo, v_hi, layer.threshold)
-            currents[i], voltages[i], signal = (u_lo, u_hi), (after_lo, after_hi), (s_lo, s_hi)
-            if i == len(spec.layers) - 1:
-                readout_fires |= (s_hi > 0).any(1) | (v_lo <= -kernel.VOLTAGE_LIMIT).any(1) \
-                    | (v_hi >= kernel.VOLTAGE_LIMIT).any(1)
-            elif i == len(spec.layers) - 2:
-                last_spikes.append((s_lo.flatten(1), s_hi.flatten(1)))
-    readout_lo, readout_hi = voltages[-1]
-    # while the readout neither fires nor saturates it integrates (W_y - W_j) s[t] << 6 (+ bias) exactly;
-    # the bias term is the same for every class difference up to (b_y - b_j) << 6 per step
+    payload = tuple(torch.from_numpy(encode_inputs(spec, x + sign * eps)).double() for sign in (-1, 1))
+    arithmetic = IntervalArithmetic(spec, n)
+    run = unroll(spec, arithmetic, payload)
+    readout_lo, readout_hi = (v.long() for v in run.state[1])
+    readout_fires = torch.stack(run.records[-1]).any(0)
+    may_wrap = arithmetic.may_wrap
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    w = torch.from_numpy(spec.layers[-1].weight.astype(np.int64))
-    diff = w[y_t].unsqueeze(1) - w.unsqueeze(0)                       # (B, K, N)
-    margin = torch.zeros(n, w.shape[0], dtype=torch.int64)
-    for s_lo, s_hi in last_spikes:
-        margin += kernel.activation_current(
-            (diff.clamp(min=0) @ s_lo.unsqueeze(-1) + diff.clamp(max=0) @ s_hi.unsqueeze(-1)).squeeze(-1))
-    if spec.layers[-1].bias is not None:
-        b = torch.from_numpy(spec.layers[-1].bias.astype(np.int64))
-        margin += spec.timesteps * ((b[y_t].unsqueeze(1) - b.unsqueeze(0)) << kernel.BIAS_SHIFT)
+    margin = readout_margins(spec, y_t, run.records[-2] if len(spec.layers) > 1 else [])
     fallback = readout_lo.gather(1, y_t[:, None]) - readout_hi     # sound whatever the readout does
     margin = torch.where(readout_fires[:, None], fallback, margin)
     margin = torch.where(may_wrap[:, None], torch.full_like(margin, UNVERIFIABLE), margin)

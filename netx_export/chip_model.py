@@ -11,17 +11,50 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx, surrogates
 from loihi_stable.neurons import triangle_spike
-from netx_export.emulator import layer_schedules
+from netx_export.chip_unroll import Arithmetic, layer_schedules, sum_dtype, synaptic_sum, unroll
 from netx_export.netx_file import NetSpec
 
 
-def _ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
-    return smooth + (exact - smooth).detach()
+class GridArithmetic(Arithmetic):
+    """Chip values with smooth gradients: each integer map is straight-through to the float
+    dynamics it rounds; the spike's backward is the triangle (width: the threshold) or the
+    attacker's choice (``surrogates``)."""
+
+    def __init__(self, model: "ChipModel"):
+        self.model, self.chosen = model, model.spike_backward
+        self.schedules = [s.tolist() for s in model.schedules]  # once, as numbers, not per step and layer
+        self.biases = model.biases
+
+    def synaptic_sum(self, index, layer, signal):
+        weight = getattr(self.model, f"weight{index}")
+        total = synaptic_sum(layer, signal, weight).double()
+        if layer.kind == "conv":
+            return fx.ste(kernel.wrap_conv_activation(torch.round(total.detach())), total)
+        return total
+
+    def initial_state(self, index, layer, drive):
+        zero = torch.zeros_like(drive)
+        return zero, zero, None  # current, voltage after reset, input current summed so far (rate backward)
+
+    def step(self, index, layer, state, a, t):
+        u_prev, v_prev, summed = state
+        dv, bias = self.schedules[index][t], self.biases[index]
+        u_smooth = (1 - layer.i_decay / kernel.DECAY_UNITY) * u_prev + kernel.activation_current(a)
+        u = fx.ste(kernel.current_step(u_prev.detach(), a.detach(), layer.i_decay), u_smooth)
+        v_smooth = (1 - dv / kernel.DECAY_UNITY) * v_prev + u + bias * (1 << kernel.BIAS_SHIFT)
+        v = fx.ste(kernel.voltage_step(v_prev.detach(), u.detach(), dv, bias), v_smooth)
+        threshold = float(layer.threshold)
+        if self.chosen is None:
+            spikes = triangle_spike(v, threshold, threshold)
+            return (u, v * (1 - spikes), None), spikes, None
+        drive = u + bias * (1 << kernel.BIAS_SHIFT)
+        summed = drive if summed is None else summed + drive
+        spikes, v = surrogates.step_spike(v, threshold, threshold, self.chosen, summed / (t + 1))
+        return (u, v, summed), spikes, None
 
 
 class ChipModel(torch.nn.Module):
@@ -30,12 +63,23 @@ class ChipModel(torch.nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
-        # buffers, so that .to(device) moves the integers with the module (certify/run/check --device)
+        # buffers, so that .to(device) moves the integers with the module (certify/run/check --device);
+        # weights in float32 where the layer's sums are provably exact in it (chip_unroll.sum_dtype)
         for i, (layer, schedule) in enumerate(zip(spec.layers, layer_schedules(spec))):
-            self.register_buffer(f"weight{i}", torch.from_numpy(np.ascontiguousarray(layer.weight)).double())
+            weight = torch.from_numpy(np.ascontiguousarray(layer.weight)).to(sum_dtype(spec, i))
+            self.register_buffer(f"weight{i}", weight)
             self.register_buffer(f"bias{i}", torch.zeros((), dtype=torch.float64) if layer.bias is None else
                                  torch.from_numpy(layer.bias).double().view(*((-1, 1, 1) if layer.kind == "conv" else (-1,))))
             self.register_buffer(f"schedule{i}", schedule.double())
+
+    def _apply(self, fn, *args, **kwargs):
+        """float32 sums are exact on the CPU only: on another device every weight becomes float64."""
+        module = super()._apply(fn, *args, **kwargs)
+        for i in range(len(self.spec.layers)):
+            weight = getattr(self, f"weight{i}")
+            if weight.device.type not in ("cpu", "meta") and weight.dtype != torch.float64:
+                setattr(self, f"weight{i}", weight.double())
+        return module
 
     def _per_layer(self, name: str) -> list[torch.Tensor]:
         return [getattr(self, f"{name}{i}") for i in range(len(self.spec.layers))]
@@ -54,57 +98,14 @@ class ChipModel(torch.nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Graded payloads round(64 x), straight-through, shaped for the first layer."""
-        spec = self.spec
-        x = x.reshape(len(x), -1).double().clamp(0.0, 1.0) * spec.input_scale
-        payload = _ste(torch.round(x), x)
-        if not spec.input_shape:
-            return payload
-        c, h, w = spec.input_shape
-        payload = payload.view(len(x), c - int(spec.bias_channel), h, w)
-        if spec.bias_channel:
-            payload = torch.cat([payload, payload.new_full((len(x), 1, h, w), float(spec.input_scale))], 1)
-        return payload
-
-    def _synaptic_sum(self, i: int, signal: torch.Tensor) -> torch.Tensor:
-        layer, weight = self.spec.layers[i], getattr(self, f"weight{i}")
-        if layer.kind == "conv":
-            total = F.conv2d(signal, weight, stride=layer.stride, padding=layer.padding)
-            return _ste(kernel.wrap_conv_activation(torch.round(total.detach())), total)
-        return signal.reshape(len(signal), -1) @ weight.T
+        return self.spec.shape_payload(fx.graded_payload(x.reshape(len(x), -1).double(), self.spec.input_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.readout(x) / (self.spec.timesteps * fx.STATE_SCALE)).float()
 
     def readout(self, x: torch.Tensor) -> torch.Tensor:
         """The readout voltage after T steps (chip units, float64), as the chip ends a sample."""
-        spec = self.spec
-        first = self._synaptic_sum(0, self.encode(x))
-        currents, voltages = [None] * len(spec.layers), [None] * len(spec.layers)
-        sums = [None] * len(spec.layers)  # input current summed over steps (the rate backward's)
-        schedules, biases = self.schedules, self.biases  # once, not per step and layer
-        chosen = self.spike_backward
-        for t in range(spec.timesteps):
-            signal = None
-            for i, layer in enumerate(spec.layers):
-                a = first if i == 0 else self._synaptic_sum(i, signal)
-                if currents[i] is None:
-                    currents[i], voltages[i] = torch.zeros_like(a), torch.zeros_like(a)
-                u_prev, v_prev, dv, bias = currents[i], voltages[i], schedules[i][t], biases[i]
-                u_smooth = (1 - layer.i_decay / kernel.DECAY_UNITY) * u_prev + kernel.activation_current(a)
-                u = _ste(kernel.current_step(u_prev.detach(), a.detach(), layer.i_decay), u_smooth)
-                v_smooth = (1 - dv / kernel.DECAY_UNITY) * v_prev + u + bias * (1 << kernel.BIAS_SHIFT)
-                v = _ste(kernel.voltage_step(v_prev.detach(), u.detach(), dv, bias), v_smooth)
-                threshold = float(layer.threshold)
-                if chosen is None:
-                    spikes = triangle_spike(v, threshold, threshold)
-                    currents[i], voltages[i] = u, v * (1 - spikes)
-                else:
-                    drive = u + bias * (1 << kernel.BIAS_SHIFT)
-                    sums[i] = drive if sums[i] is None else sums[i] + drive
-                    spikes, voltages[i] = surrogates.step_spike(v, threshold, threshold, chosen, sums[i] / (t + 1))
-                    currents[i] = u
-                signal = spikes
-        return voltages[-1]
+        return unroll(self.spec, GridArithmetic(self), self.encode(x)).state[1]
 
 
 def grid_model(spec: NetSpec, model) -> torch.nn.Module:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from loihi_stable.attacks import SUITES, Square, load_suite
+from loihi_stable.budget import check_eps
 from loihi_stable.evaluation import build_attacks, surrogate_notes, worst_case_inputs
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
@@ -15,7 +16,8 @@ from netx_export.backends import run_on
 from netx_export.chip_model import grid_model
 from netx_export.emulator import emulate
 from netx_export.export import check_spec_matches, model_from_checkpoint
-from netx_export.lava_runner import NetSpec, resolve_dlif_schedule
+from netx_export.lava_runner import resolve_dlif_schedule
+from netx_export.netx_file import NetSpec
 
 ATTACKS = ("none", "snn-adaptive", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian",
            "adaptive")
@@ -62,7 +64,7 @@ def square_on_chip(spec: NetSpec, x: torch.Tensor, y: torch.Tensor, eps: float, 
     return square.perturb(x, y, None)
 
 
-CHIP_SQUARE_QUERIES = (5000, 500)  # dense, conv: each query is one emulator pass over the robust samples
+CHIP_SQUARE_QUERIES = (5000, 5000)  # dense, conv: each query is one emulator pass over the robust samples
 
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
@@ -81,8 +83,7 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     """
     if attack not in ATTACKS:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
-    if not 0.0 <= eps <= 1.0:
-        raise UserError(f"eps must be in [0, 1], got {eps}: write it on the /255 scale, e.g. 8/255")
+    eps = check_eps(eps, error=UserError)
     model = model_from_checkpoint(spec.checkpoint)
     check_spec_matches(spec, model, spec.checkpoint)
     model = model.to(device)

@@ -103,6 +103,21 @@ def chip_spec(model, checkpoint: dict) -> NetSpec:
                    input_shape, bias_channel)
 
 
+def spec_for(model, checkpoint: dict, network: str | Path | None) -> NetSpec:
+    """The NetX file given (checked to hold this checkpoint's network), or the checkpoint exported on the fly."""
+    import tempfile
+
+    from netx_export.netx_file import read_netx
+
+    if network is None:
+        with tempfile.TemporaryDirectory() as folder:
+            write_netx(model, checkpoint, Path(folder) / "model.net")
+            return read_netx(Path(folder) / "model.net")
+    spec = read_netx(network)
+    check_spec_matches(spec, model, checkpoint)
+    return spec
+
+
 def write_netx(model, checkpoint: dict, path: str | Path) -> NetSpec:
     """Atomically write ``model`` (and ``checkpoint`` for provenance) to ``path``."""
     spec = chip_spec(model, checkpoint)
@@ -110,16 +125,21 @@ def write_netx(model, checkpoint: dict, path: str | Path) -> NetSpec:
     return spec
 
 
+CHECK_CHUNK = 32  # test samples per step of the export checks (memory of a VGG11 forward at 32x32)
+
+
 def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_samples: int = 256,
-                      data_root: str | Path | None = None) -> dict:
+                      data_root: str | Path | None = None, progress: bool = False) -> dict:
     """Export, and measure what the file changes. Conv networks: what folding and 8-bit
     quantization changed (needs the test set). DLIF networks: how far stock NetX, which reads one
     averaged vDecay per layer, strays from the per-step schedule ``run`` uses (if the test set is
     at hand). The test data is read before anything is written, so a failure leaves no file."""
+    from loihi_stable import threads
     from loihi_stable.data import checkpoint_test_split
 
     payload = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(payload)
+    threads.configure(model.config.arch)
     report: dict = {}
     test = None
     if model.config.arch != "mlp":
@@ -132,41 +152,60 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_s
     spec = write_netx(model, payload, out_path)
     if test is None:
         return report
-    if model.config.neuron == "dlif":
+    if model.config.arch == "mlp":  # dense DLIF
         report["stock_netx"] = stock_netx_agreement(out_path, test)
-    if model.config.arch == "mlp":
         return report
+    from loihi_stable.progress import progress_bar
     from netx_export.emulator import emulate
     from netx_export.folding import fold_model, run_folded
 
-    x = test.x.reshape(-1, *model.config.input_shape)
     layers = fold_model(model)
-    with torch.no_grad():
-        reference = model(test.x).argmax(1)
-    folded = run_folded(layers, x, model.config.timesteps).argmax(1)
-    quantized = torch.from_numpy(emulate(spec, test.x.numpy()).predictions)
+    stock = stock_reading(spec) if model.config.neuron == "dlif" else None
+    predictions: dict[str, list] = {"model": [], "folded": [], "run": [], "stock": []}
+    with progress_bar(total=len(test), desc="export checks", unit="sample", disable=not progress) as bar:
+        for start in range(0, len(test), CHECK_CHUNK):  # the model, its folded layers and the file's integers
+            x = test.x[start:start + CHECK_CHUNK]
+            with torch.no_grad():
+                predictions["model"].append(model(x).argmax(1))
+            predictions["folded"].append(run_folded(layers, x.reshape(-1, *model.config.input_shape),
+                                                    model.config.timesteps).argmax(1))
+            for name, read in (("run", spec), ("stock", stock)):
+                if read is not None:
+                    predictions[name].append(torch.from_numpy(emulate(read, x.numpy()).predictions))
+            bar.update(len(x))
+    reference, folded, quantized = (torch.cat(predictions[k]) for k in ("model", "folded", "run"))
     report["folding"] = {"layers": len(layers), "n": len(test),
                          "folded_agreement": float((folded == reference).float().mean()),
                          "quantized_agreement": float((quantized == reference).float().mean()),
                          "model_accuracy": float((reference == test.y).float().mean()),
                          "quantized_accuracy": float((quantized == test.y).float().mean())}
+    if stock is not None:
+        report["stock_netx"] = _agreement(quantized.numpy(), torch.cat(predictions["stock"]).numpy(), test.y.numpy())
     return report
+
+
+def stock_reading(spec):
+    """The file as stock NetX reads it: one averaged vDecay per layer, no per-step schedule."""
+    import copy
+
+    stock = copy.copy(spec)
+    stock.layers = [copy.copy(layer) for layer in spec.layers]
+    for layer in stock.layers:
+        layer.dv_schedule = None
+    return stock
+
+
+def _agreement(ours: np.ndarray, theirs: np.ndarray, y: np.ndarray) -> dict:
+    return {"n": len(y), "agreement": float((ours == theirs).mean()),
+            "accuracy_run": float((ours == y).mean()), "accuracy_stock_netx": float((theirs == y).mean())}
 
 
 def stock_netx_agreement(path: str | Path, test) -> dict:
     """Predictions of the file as ``run`` executes it (per-step vDecay schedule) against stock
     NetX's reading (one averaged vDecay per layer), both on the bit-exact emulator."""
-    import copy
-
     from netx_export.emulator import emulate
     from netx_export.netx_file import read_netx
 
     spec = read_netx(path)
-    stock = copy.copy(spec)
-    stock.layers = [copy.copy(layer) for layer in spec.layers]
-    for layer in stock.layers:
-        layer.dv_schedule = None
-    x, y = test.x.reshape(len(test), -1).numpy(), test.y.numpy()
-    ours, theirs = emulate(spec, x).predictions, emulate(stock, x).predictions
-    return {"n": len(test), "agreement": float((ours == theirs).mean()),
-            "accuracy_run": float((ours == y).mean()), "accuracy_stock_netx": float((theirs == y).mean())}
+    x = test.x.reshape(len(test), -1).numpy()
+    return _agreement(emulate(spec, x).predictions, emulate(stock_reading(spec), x).predictions, test.y.numpy())

@@ -9,14 +9,13 @@ integrator of W s[t], read with a Lava Monitor at the end of each window.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from loihi_stable.errors import UserError
 from loihi_stable.progress import progress_bar
 from netx_export.lava_session import run_in_own_group
-from netx_export.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx  # noqa: F401  (re-exported)
+from netx_export.netx_file import ChipRun, NetSpec, encode_inputs
 
 BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
 # how DLIF's per-step voltage decay reaches Lava: inside the DLIFReset process model
@@ -106,19 +105,6 @@ def _build_layers(spec: NetSpec, dlif_schedule: str = "process"):
         blocks.append(block)
         shape = layer.out_shape
     return blocks
-
-
-@dataclass
-class ChipRun:
-    """Readout voltage per sample (chip units) and, if probed, every layer's state per step."""
-
-    readout: np.ndarray                        # (N, classes)
-    spikes: list[np.ndarray] | None = None     # per spiking layer (N, neurons, T)
-    voltage: list[np.ndarray] | None = None    # per spiking layer (N, neurons, T), after reset
-
-    @property
-    def predictions(self) -> np.ndarray:
-        return self.readout.argmax(1)
 
 
 def _sample_rows(n: int, timesteps: int, layer: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from loihi_stable.certify.sibp import forward_spikes
 from loihi_stable.certify.verify import certify
 from loihi_stable.models import ModelConfig, build_model
 from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.lava_runner import read_netx
+from netx_export.netx_file import read_netx
 
 EPS = 8 / 255
 MODES = {"chip": "chip", "float": "float"}  # the model's arithmetic (fixed_point.ARITHMETIC)

@@ -11,7 +11,7 @@ from loihi_stable.io import save_checkpoint
 from netx_export.checker import check, chip_currents
 from netx_export.emulator import emulate
 from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.lava_runner import read_netx
+from netx_export.netx_file import read_netx
 
 
 @pytest.fixture(scope="module")

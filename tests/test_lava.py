@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from loihi_stable import fixed_point as fx
 from loihi_stable.cli import app
 from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.lava_runner import read_netx, run_network
+from netx_export.lava_runner import run_network
+from netx_export.netx_file import read_netx
 
 pytestmark = pytest.mark.lava
 

@@ -71,28 +71,24 @@ class AdaptiveSurrogate(Attack):
         return rows
 
     def perturb(self, images, labels, generator):
-        with torch.no_grad():
-            robust = self.model(images).argmax(1) == labels
+        _, robust = self.clean_logits(images, labels)
         adv = images.clone()
-        idx = robust.nonzero().flatten()
-        if idx.numel() == 0:
+        calib = robust.nonzero().flatten()[: self.calibration]
+        if calib.numel() == 0:
             return adv
-        calib = idx[: self.calibration]
         ranked = self.rank(images[calib], labels[calib], self.seed)
         self.searches.append([{k: v for k, v in r.items() if not k.startswith("_")} for r in ranked])
-        for row in ranked[: self.top_k]:
-            backward = row["_backward"]
-            for name, attack in self._attacks(backward):
-                idx = robust.nonzero().flatten()
-                if idx.numel() == 0:
-                    return adv
-                attack.model_training = self.model_training
-                found = attack(images[idx], labels[idx])
-                with torch.no_grad():
-                    broken = self.model(found).argmax(1) != labels[idx]
-                adv[idx[broken]] = found[broken]
-                robust[idx[broken]] = False
-                self.broken[f"{name}@{backward.name}"] += int(broken.sum())
+        planned = [(name, attack, row["_backward"]) for row in ranked[: self.top_k]
+                   for name, attack in self._attacks(row["_backward"])]
+        for round_, idx in self.still_robust(robust, len(planned)):
+            name, attack, backward = planned[round_]
+            attack.model_training = self.model_training
+            found = attack(images[idx], labels[idx])
+            with torch.no_grad():
+                broken = self.model(found).argmax(1) != labels[idx]
+            adv[idx[broken]] = found[broken]
+            robust[idx[broken]] = False
+            self.broken[f"{name}@{backward.name}"] += int(broken.sum())
         return adv
 
     def _attacks(self, backward):

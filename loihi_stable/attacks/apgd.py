@@ -35,13 +35,9 @@ class APGD(Attack):
         self.name = f"apgd-{loss}"
 
     def perturb(self, images, labels, generator):
-        with torch.no_grad():
-            robust = self.model(images).argmax(1) == labels
+        _, robust = self.clean_logits(images, labels)
         adv = images.clone()
-        for _ in range(self.n_restarts):
-            idx = robust.nonzero().flatten()
-            if idx.numel() == 0:
-                break
+        for _, idx in self.still_robust(robust, self.n_restarts):
             best, fooled = self._single_run(images[idx], labels[idx], generator, LOSSES[self.loss])
             adv[idx] = best
             robust[idx[fooled]] = False

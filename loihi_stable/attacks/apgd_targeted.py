@@ -28,23 +28,18 @@ class APGDT(APGD):
         self.name = "apgd-t"
 
     def perturb(self, images, labels, generator):
-        with torch.no_grad():
-            logits = self.model(images)
+        logits, robust = self.clean_logits(images, labels)
         if logits.shape[1] < 4:
             raise ValueError("APGD-T's targeted DLR loss needs at least 4 classes")
-        robust = logits.argmax(1) == labels
         ranking = logits.sort(dim=1).indices  # ascending: the target of rank r is ranking[:, -r]
+        ranks = range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2)
         adv = images.clone()
-        for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
-            for _ in range(self.n_restarts):
-                idx = robust.nonzero().flatten()
-                if idx.numel() == 0:
-                    return adv
-                targets = ranking[idx, -rank]
-                loss_fn = lambda z, y, t=targets: targeted_dlr_loss(z, y, t)  # noqa: E731
-                best, fooled = self._single_run(images[idx], labels[idx], generator, loss_fn)
-                adv[idx[fooled]] = best[fooled]
-                robust[idx[fooled]] = False
+        for round_, idx in self.still_robust(robust, len(ranks) * self.n_restarts):
+            targets = ranking[idx, -ranks[round_ // self.n_restarts]]
+            loss_fn = lambda z, y, t=targets: targeted_dlr_loss(z, y, t)  # noqa: E731
+            best, fooled = self._single_run(images[idx], labels[idx], generator, loss_fn)
+            adv[idx[fooled]] = best[fooled]
+            robust[idx[fooled]] = False
         return adv
 
     def __repr__(self) -> str:

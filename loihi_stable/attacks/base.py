@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import surrogates
+from ..budget import check_eps
 
 
 class Attack:
@@ -21,18 +22,32 @@ class Attack:
 
     def __init__(self, model: torch.nn.Module, eps: float = 8 / 255, seed: int | None = 0,
                  surrogate: str | None = None):
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1] (on the /255 scale, e.g. 8/255), got {eps}")
         # the spike's backward this attack differentiates through (surrogates.parse; None: the model's own)
         self.backward = None if surrogate is None else surrogates.parse(surrogate)
         self.model = model
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.seed = seed
         self.model_training = False  # attack the model in eval mode unless told otherwise
         self.loss_history: list[torch.Tensor] = []  # mean loss per iteration, for diagnostics
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, generator) -> torch.Tensor:
         raise NotImplementedError
+
+    def clean_logits(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at the clean images and which samples they classify correctly (what is left to attack)."""
+        with torch.no_grad():
+            logits = self.model(images)
+        return logits, logits.argmax(1) == labels
+
+    @staticmethod
+    def still_robust(robust: torch.Tensor, rounds: int):
+        """(round, indices still robust) for each round (a restart, a target class): every round works
+        only on what the rounds before it left robust, and the attack stops once nothing is."""
+        for round_ in range(rounds):
+            idx = robust.nonzero().flatten()
+            if idx.numel() == 0:
+                return
+            yield round_, idx
 
     def loss_and_grad(self, images: torch.Tensor, labels: torch.Tensor, loss_fn=None):
         """Per-sample loss, its input gradient and the logits at ``images``."""

@@ -72,17 +72,13 @@ class FABT(Attack):
         self.min_norm: torch.Tensor | None = None  # smallest L-inf distance of a misclassified point found
 
     def perturb(self, images, labels, generator):
-        with torch.no_grad():
-            logits = self.model(images)
-        robust = logits.argmax(1) == labels
+        logits, robust = self.clean_logits(images, labels)
         ranking = logits.sort(dim=1).indices
+        ranks = range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2)
         adv = images.clone()
         self.min_norm = torch.full((len(images),), float("inf"), device=images.device)
-        for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
-            idx = robust.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            found, norm = self._single_run(images[idx], labels[idx], ranking[idx, -rank])
+        for round_, idx in self.still_robust(robust, len(ranks)):
+            found, norm = self._single_run(images[idx], labels[idx], ranking[idx, -ranks[round_]])
             self.min_norm[idx] = torch.minimum(self.min_norm[idx], norm)
             broken = norm <= self.eps
             adv[idx[broken]] = found[broken]

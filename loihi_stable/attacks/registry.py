@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import schema
 from ..errors import UserError
-from ..budget import read_fraction
+from ..budget import check_eps, read_fraction
 from .. import surrogates
 from .adaptive import AdaptiveSurrogate
 from .apgd import APGD
@@ -83,8 +83,8 @@ def _checked_options(options: dict) -> dict:
             raise ValueError(f"'{key}' must be finite, got {value}")
         if key in COUNTS and not (float(value).is_integer() and 1 <= value <= MAX_STEPS):
             raise ValueError(f"'{key}' must be a whole number in [1, {MAX_STEPS}], got {value}")
-        if key == "eps" and not 0 <= value <= 1:
-            raise ValueError(f"eps must be in [0, 1] (e.g. 8/255), got {value}")
+        if key == "eps":
+            check_eps(value)
         if key == "alpha" and value <= 0:
             raise ValueError(f"alpha (the step size) must be positive, got {value}")
         checked[key] = int(value) if key in COUNTS else value

@@ -58,10 +58,7 @@ class Square(Attack):
         adv = images.clone()
         robust = self._margin(images, labels) > 0
         self.queries_used = torch.zeros(len(images), device=images.device)
-        for _ in range(self.n_restarts):
-            idx = robust.nonzero().flatten()
-            if idx.numel() == 0:
-                break
+        for _, idx in self.still_robust(robust, self.n_restarts):
             found, margin = self._single_run(images[idx], labels[idx], generator, idx)
             fooled = margin <= 0
             adv[idx[fooled]] = found[fooled]

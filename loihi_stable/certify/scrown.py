@@ -34,6 +34,12 @@ def _area_slopes(v: Box, th: float) -> dict:
             "reset_hi": ((h**2 - th**2) / 2 < (th - l) ** 2 / 2 + th * (h - th)).to(l.dtype)}
 
 
+def _spike_cases(v: Box, th: float):
+    """(lo, hi, surely spiking, surely silent, undecided, zeros) of a voltage box against threshold th."""
+    on, off = v.lo > th, v.hi <= th
+    return v.lo, v.hi, on, off, ~(on | off), torch.zeros_like(v.lo)
+
+
 def _spike_relaxation(v: Box, th: float, alpha_lo=None, alpha_hi=None):
     """(a_lo, b_lo, a_hi, b_hi) with a_lo v + b_lo <= H(v - th) <= a_hi v + b_hi on [l, h].
 
@@ -41,10 +47,7 @@ def _spike_relaxation(v: Box, th: float, alpha_lo=None, alpha_hi=None):
     every lower line through (th, 0) with slope in [0, 1/(h - th)] is sound; ``alpha`` in [0, 1]
     picks the slope as a fraction of the largest (default: the smaller-area end, 0 or 1).
     """
-    l, h = v.lo, v.hi
-    on, off = l > th, h <= th
-    undecided = ~(on | off)
-    zero = torch.zeros_like(l)
+    l, h, on, off, undecided, zero = _spike_cases(v, th)
     below, above = (th - l).clamp(min=1e-12), (h - th).clamp(min=1e-12)
     if alpha_hi is None or alpha_lo is None:
         area = _area_slopes(v, th)
@@ -64,10 +67,7 @@ def _reset_relaxation(v: Box, th: float, alpha_hi=None):
     through (th, th) with slope ``alpha_hi`` in [0, 1] (default: identity or the constant th,
     whichever encloses the smaller area).
     """
-    l, h = v.lo, v.hi
-    on, off = l > th, h <= th
-    undecided = ~(on | off)
-    zero = torch.zeros_like(l)
+    l, h, on, off, undecided, zero = _spike_cases(v, th)
     span = (h - l).clamp(min=1e-12)
     line_lo = undecided & (l < 0)
     a_lo = torch.where(off, zero + 1, torch.where(line_lo, -l / span, zero))

@@ -1,0 +1,80 @@
+"""Forward+backward of the chip-arithmetic (grid) model vs its float twin, and vs the per-step path it replaced.
+
+    python benchmarks/grid_model_speed.py [--samples 360] [--repeats 15]
+
+The demo network (DLIF 64-128-64-10, T=8, digits): the grid model is the QAT model in chip
+arithmetic; the float twin is the same model in float arithmetic; "per-step reference" is
+the chip arithmetic as it was before (float32 -> float64 -> round -> float32 on every step,
+``fixed_point.chip_voltage_step``, and the leak as sign/abs/floor-divide), patched in for the run. Times are medians; one torch thread.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+
+import loihi_stable  # noqa: F401
+from loihi_stable import script_args
+from loihi_stable import chip_kernel as kernel, fixed_point as fx
+from loihi_stable.data import load_dataset
+from loihi_stable.models import ModelConfig, build_model
+from loihi_stable.report import table
+
+
+def integer_style_decay(x, d):
+    """chip_kernel.decay as it was on every dtype: sign(k) floor(|k| / 4096), k = x (4096 - d)."""
+    kept = x * (kernel.DECAY_UNITY - d)
+    return torch.sign(kept) * torch.div(kept.abs(), kernel.DECAY_UNITY, rounding_mode="floor")
+
+
+def per_step_dynamics(current, dv, threshold, payload_scale=1):
+    """The chip path as it was: one chip_voltage_step per step, in and out of float64 each time."""
+    voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
+    u = torch.zeros_like(current[0])
+    for t in range(current.shape[0]):
+        voltage[t] = fx.chip_voltage_step(u, dv[t], current[t], payload_scale)
+        torch.gt(voltage[t], threshold, out=spike[t])
+        u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])
+    return voltage, spike, state
+
+
+def seconds(model, x, y, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        x_ = x.clone().requires_grad_(True)
+        start = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x_), y).backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[2:])
+
+
+def main() -> None:
+    args = script_args.parse(__doc__, {"samples": 360, "repeats": 15})
+    torch.set_num_threads(1)
+    _, test = load_dataset("digits")
+    x, y = test.x[:args.samples], test.y[:args.samples]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(neuron="dlif"))
+    with model.arithmetic("float"):
+        float_twin = seconds(model, x, y, args.repeats)
+    grid = seconds(model, x, y, args.repeats)
+    fast, decay = fx.chip_dynamics, kernel.decay
+    fx.chip_dynamics, kernel.decay = per_step_dynamics, integer_style_decay
+    try:
+        before = seconds(model, x, y, args.repeats)
+    finally:
+        fx.chip_dynamics, kernel.decay = fast, decay
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"demo MLP ({model.config.hidden}, T={model.config.timesteps}), {len(x)} samples, forward+backward, "
+          f"1 thread; peak memory {peak:.0f} MB")
+    print(table(["model", "ms", "x float twin"],
+                [["float twin (float arithmetic)", f"{1e3 * float_twin:.1f}", "1.00"],
+                 ["grid model (chip arithmetic)", f"{1e3 * grid:.1f}", f"{grid / float_twin:.2f}"],
+                 ["grid model, per-step reference (before)", f"{1e3 * before:.1f}", f"{before / float_twin:.2f}"]]))
+    print(f"grid model now / before: {before / grid:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()

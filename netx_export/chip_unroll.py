@@ -1,0 +1,140 @@
+"""The chip's time loop, written once, for each way of computing it.
+
+A NetX network is feedforward: layer i at step t sees only layer i-1's spikes of step t. So the
+loop runs layer by layer, and inside a layer over the T steps: a layer's synaptic sums for all T
+steps are one matmul or convolution over T*B rows (time folded into the batch; the first layer's
+input is constant over time, so its sum is computed once), and only the elementwise neuron step
+runs T times. What a step computes is passed in as an ``Arithmetic``: exact integers (the
+emulator), straight-through floats (the grid model, differentiable) or interval ends (the
+certificate), all over ``chip_kernel``. A new layer type is a change to ``synaptic_sum`` alone.
+
+Exactness: every value is an integer. Sums run in float32 where a per-layer bound proves them
+exact (every partial sum of integers below 2^24 is exact in float32, whatever the summation
+order: |W| summed over the fan-in times the largest input stays below 2^24 for 8-bit weights, binary
+spikes and fan-ins up to 65,536), else in float64 (exact below 2^53); the neuron state is float64.
+float32 is used on the CPU only: CUDA may pick TF32, Winograd or FFT convolutions, which round.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from loihi_stable import chip_kernel as kernel
+from netx_export.netx_file import LayerSpec, NetSpec
+
+FLOAT32_EXACT = 1 << 24
+
+
+def sum_bound(layer: LayerSpec, max_input: int) -> int:
+    """The largest |W s| a layer can produce for inputs in [-max_input, max_input]."""
+    magnitude = np.abs(layer.weight).reshape(len(layer.weight), -1).sum(1)
+    return int(magnitude.max(initial=0)) * int(max_input)
+
+
+def max_input(spec: NetSpec, index: int) -> int:
+    """The largest input a layer sees: a graded payload (round(64 x)) for the first, a spike (1) after."""
+    return int(spec.input_scale) if index == 0 else 1
+
+
+def sum_dtype(spec: NetSpec, index: int, device: torch.device | str = "cpu") -> torch.dtype:
+    """float32 where the layer's bound proves its sums exact (CPU only), float64 otherwise."""
+    exact32 = sum_bound(spec.layers[index], max_input(spec, index)) < FLOAT32_EXACT
+    return torch.float32 if exact32 and torch.device(device).type == "cpu" else torch.float64
+
+
+def synaptic_sum(layer: LayerSpec, signal: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """W s for a batch of rows (a matmul or a convolution), in the dtype of ``weight``, before any wrap."""
+    signal = signal.to(weight.dtype)
+    if layer.kind == "conv":
+        return F.conv2d(signal, weight, stride=layer.stride, padding=layer.padding)
+    return signal.reshape(len(signal), -1) @ weight.T
+
+
+def can_wrap(spec: NetSpec, index: int) -> bool:
+    """Can a conv layer's sum reach Lava's 24-bit synapse wrap? (Its bound says; dense sums never wrap.)"""
+    layer = spec.layers[index]
+    return layer.kind == "conv" and sum_bound(layer, max_input(spec, index)) >= kernel.WRAP
+
+
+def weight_tensor(layer: LayerSpec, dtype: torch.dtype, sign: int = 0) -> torch.Tensor:
+    """A layer's integer weights as floats; sign +1 / -1 keeps only the positive / negative ones."""
+    weight = layer.weight if sign == 0 else np.clip(layer.weight, 0, None) if sign > 0 else np.clip(layer.weight, None, 0)
+    return torch.from_numpy(np.ascontiguousarray(weight)).to(dtype)
+
+
+def layer_bias(layer: LayerSpec) -> torch.Tensor | int:
+    """bias_mant (float64) broadcastable over a layer's state (per channel for conv); 0 without one."""
+    if layer.bias is None:
+        return 0
+    bias = torch.from_numpy(layer.bias.astype(np.float64))
+    return bias.view(-1, 1, 1) if layer.kind == "conv" else bias
+
+
+def layer_schedules(spec: NetSpec) -> list[torch.Tensor]:
+    """Per-step integer voltage decay of every layer (constant vDecay for LIF and the readout)."""
+    return [torch.from_numpy(np.asarray(layer.dv_schedule, dtype=np.int64)) if layer.dv_schedule is not None
+            else torch.full((spec.timesteps,), int(layer.neuron["vDecay"]), dtype=torch.int64)
+            for layer in spec.layers]
+
+
+class Arithmetic:
+    """How one layer's sums and one neuron step are computed. Values may be tensors or tuples of
+    tensors (interval ends); the loop only slices and stacks them along the rows."""
+
+    def synaptic_sum(self, index: int, layer: LayerSpec, signal):
+        raise NotImplementedError
+
+    def initial_state(self, index: int, layer: LayerSpec, drive):
+        raise NotImplementedError
+
+    def step(self, index: int, layer: LayerSpec, state, drive, t: int):
+        """-> (state, spikes, record); the record (or None) is kept per step for the caller."""
+        raise NotImplementedError
+
+
+@dataclass
+class Unrolled:
+    state: object                                  # the last layer's state after the last step
+    records: list = field(default_factory=list)    # per layer: the steps' records (empty where None)
+    signals: list = field(default_factory=list)    # per layer: its spikes, (T*B, ...) time-major, if kept
+
+
+def _map(fn, *values):
+    if isinstance(values[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*values))
+    return fn(*values)
+
+
+def unroll(spec: NetSpec, arithmetic: Arithmetic, inputs, keep_signals: bool = False) -> Unrolled:
+    """Run ``inputs`` (the first layer's input, (B, ...), held for T steps) through every layer."""
+    steps = spec.timesteps
+    batch = len(inputs[0] if isinstance(inputs, tuple) else inputs)
+    result = Unrolled(None)
+    signal = inputs
+    for index, layer in enumerate(spec.layers):
+        drive = arithmetic.synaptic_sum(index, layer, signal)
+
+        def at(t, drive=drive, constant=index == 0):
+            return drive if constant else _map(lambda d: d[t * batch:(t + 1) * batch], drive)
+
+        state = arithmetic.initial_state(index, layer, at(0))
+        spikes, records = [], []
+        for t in range(steps):
+            state, fired, record = arithmetic.step(index, layer, state, at(t), t)
+            spikes.append(fired)
+            if record is not None:
+                records.append(record)
+        signal = _map(lambda *s: torch.cat(s), *spikes)
+        result.records.append(records)
+        if keep_signals:
+            result.signals.append(signal)
+        result.state = state
+    return result
+
+
+def per_sample(signal: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """(T*B, ...) time-major rows -> (B, neurons, T), the probes' layout."""
+    return signal.reshape(timesteps, -1, *signal.shape[1:]).flatten(2).permute(1, 2, 0)

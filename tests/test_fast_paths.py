@@ -1,0 +1,130 @@
+"""The layer-major unroll (emulator, grid model, certificate) against the step-major loop it replaced,
+bit for bit, on random and trained dense, conv and DLIF networks and at the overflow edges."""
+import numpy as np
+import pytest
+import torch
+
+import step_major_reference as reference
+from loihi_stable import chip_kernel as kernel
+from netx_export.chip_certificate import chip_bounds
+from netx_export.chip_model import ChipModel
+from netx_export.chip_unroll import FLOAT32_EXACT, sum_bound, sum_dtype, synaptic_sum, weight_tensor
+from netx_export.emulator import emulate
+from netx_export.export import model_from_checkpoint, write_netx
+from netx_export.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx
+
+
+def _random_vgg(tmp_path):
+    from test_folding import checkpoint_of, randomized
+
+    model = randomized("vgg5", (3, 8, 8), [0.45, 0.5, 0.55], [0.25, 0.25, 0.25])
+    write_netx(model, checkpoint_of(model, "cifar10"), tmp_path / "v.net")
+    return read_netx(tmp_path / "v.net"), np.random.default_rng(0).random((5, 3 * 8 * 8)).astype(np.float32)
+
+
+def _networks(tmp_path, request, digits):
+    """(name, spec, inputs): random dense LIF/DLIF with persistent currents, trained dense and conv, a
+    random VGG with biases, and readouts that fire and currents that wrap."""
+    from test_emulator import overflow_spec, random_spec
+
+    x = digits[1].x[:48].numpy().reshape(48, -1)
+    nets = [(f"random {'dlif' if dlif else 'lif'} {seed}", random_spec(seed, dlif), x) for seed in (0, 1) for dlif in (False, True)]
+    for fixture in ("dlif_checkpoint", "conv_dlif_checkpoint", "conv_lif_checkpoint"):
+        checkpoint = request.getfixturevalue(fixture)
+        write_netx(model_from_checkpoint(checkpoint), checkpoint, tmp_path / f"{fixture}.net")
+        nets.append((fixture, read_netx(tmp_path / f"{fixture}.net"), x))
+    nets.append(("random vgg5", *_random_vgg(tmp_path)))
+    overflow_x = np.random.default_rng(1).random((4, 64)).astype(np.float32)
+    nets += [(f"overflow {w}", overflow_spec(w), overflow_x) for w in (100, 600)]
+    return nets
+
+
+def test_emulator_is_the_step_major_loop_bit_for_bit(tmp_path, request, digits):
+    for name, spec, x in _networks(tmp_path, request, digits):
+        readout, spikes, voltages = reference.emulate_batch(spec, encode_inputs(spec, x))
+        run = emulate(spec, x, probe_layers=True)
+        np.testing.assert_array_equal(run.readout, readout, err_msg=name)
+        for i, (ours, theirs) in enumerate(zip(run.spikes, spikes)):
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}: spikes of layer {i}")
+        for i, (ours, theirs) in enumerate(zip(run.voltage, voltages)):
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}: voltages of layer {i}")
+        assert all(s.sum() > 0 for s in run.spikes[:1]), f"{name}: no spikes, the comparison would be vacuous"
+        small = emulate(spec, x, batch_size=3)  # batches do not interact
+        np.testing.assert_array_equal(small.readout, readout, err_msg=name)
+
+
+@pytest.mark.parametrize("backward", [None, "sigmoid:4:detach", "rate"])
+def test_grid_model_is_the_step_major_loop(tmp_path, request, digits, backward):
+    """Values bit for bit; input gradients equal up to float32 rounding (conv sums and their backward
+    now run in float32 where the sums are exact)."""
+    from loihi_stable import surrogates
+
+    chosen = None if backward is None else surrogates.parse(backward)
+    for name, spec, x in _networks(tmp_path, request, digits)[4:8]:
+        model = ChipModel(spec)
+        model.spike_backward = chosen
+        grads, values = [], []
+        for readout in (model.readout, lambda inputs: reference.grid_readout(model, inputs)):
+            inputs = torch.from_numpy(x).clone().requires_grad_(True)
+            out = readout(inputs)
+            (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)).sum().backward()
+            values.append(out.detach())
+            grads.append(inputs.grad)
+        torch.testing.assert_close(values[0], values[1], rtol=0, atol=0, msg=name)
+        assert grads[1].abs().sum() > 0, f"{name}: no gradient, the comparison would be vacuous"
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6 * float(grads[1].abs().max()), msg=name)
+
+
+def test_certificate_is_the_step_major_loop_bit_for_bit(tmp_path, request, digits):
+    for name, spec, x in _networks(tmp_path, request, digits):
+        y = np.arange(len(x)) % spec.layers[-1].weight.shape[0]
+        for eps in (0.0, 1 / 255, 4 / 255):
+            ours, theirs = chip_bounds(spec, x, y, eps), reference.chip_bounds(spec, x, y, eps)
+            for key, value in theirs.items():
+                np.testing.assert_array_equal(getattr(ours, key), value, err_msg=f"{name}, eps {eps}: {key}")
+
+
+def test_float32_sums_are_used_only_where_exact_and_are_exact_at_the_8bit_extremes():
+    fan_in = 1 << 16  # the largest fan-in the note promises: 254 * 65,536 < 2^24 <= 256 * 65,536
+    top = LayerSpec(np.full((2, fan_in), 254), {"vThMant": 1, "vDecay": 0})
+    bottom = LayerSpec(np.full((2, fan_in), -256), {"vThMant": 1, "vDecay": 0})
+    spec = NetSpec(None, [top, bottom], 1)
+    assert sum_bound(top, 1) == 254 * fan_in < FLOAT32_EXACT <= sum_bound(bottom, 1)
+    assert sum_dtype(spec, 1) == torch.float64 and sum_dtype(NetSpec(None, [bottom, top], 1), 1) == torch.float32
+    assert sum_dtype(spec, 0) == torch.float64  # the first layer's payloads are up to 64: 64x the bound
+    mixed = LayerSpec(np.where(np.arange(fan_in) % 3 == 0, 254, -254)[None].repeat(2, 0), {"vThMant": 1, "vDecay": 0})
+    for layer in (top, mixed):
+        spikes = torch.from_numpy(np.random.default_rng(0).random((3, fan_in)) < 0.9)
+        spikes[0] = True
+        exact = spikes.long() @ torch.from_numpy(layer.weight).T
+        ours = synaptic_sum(layer, spikes, weight_tensor(layer, torch.float32))
+        assert torch.equal(ours.double(), exact.double())
+
+
+def test_float_decay_is_the_integer_decay():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(np.concatenate([rng.integers(-kernel.WRAP * 4, kernel.WRAP * 4, 20000),
+                                         [0, 1, -1, kernel.VOLTAGE_LIMIT, -kernel.VOLTAGE_LIMIT, 4095, -4095, 4097]]))
+    for d in (0, 1, 41, 2048, 4095, 4096):
+        assert torch.equal(kernel.decay(x.double(), d), kernel.decay(x, d).double())
+        assert torch.equal(kernel.decay(x.double(), torch.tensor(float(d))), kernel.decay(x, d).double())
+
+
+@pytest.mark.parametrize("threshold, payload_scale", [(1.0, 1), (0.1, 64), (1.3, 1)])
+def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_scale):
+    """Currents large enough to wrap and voltages that saturate, a threshold not exact in float32."""
+    from loihi_stable import fixed_point as fx
+
+    rng = np.random.default_rng(0)
+    scale = fx.state_scale(payload_scale)
+    current = torch.from_numpy(rng.normal(0, 1, (8, 5, 300)) * rng.choice([0.5, 2000.0, 4000.0], (1, 1, 300))).float()
+    current = torch.round(current * scale) / scale
+    dv = torch.from_numpy(rng.integers(0, 4096, 8))
+    voltage, spikes, state = fx.chip_dynamics(current, dv, threshold, payload_scale)
+    u = torch.zeros_like(current[0])
+    for t in range(8):
+        v = fx.chip_voltage_step(u, dv[t], current[t], payload_scale)
+        s = (v > threshold).float()
+        u = v * (1 - s)
+        assert torch.equal(voltage[t], v) and torch.equal(spikes[t], s) and torch.equal(state[t], u), f"step {t}"
+    assert spikes.any() and (voltage.abs() * scale >= kernel.VOLTAGE_LIMIT).any(), "no spike or no saturation"
