@@ -12,7 +12,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer 0.29 vendors click (pinned in requirements.txt)
 from typer.core import TyperGroup
 
-from . import guards, interrupts, threads
+from . import guards, interrupts, sharding, threads
 from .errors import UserError
 from .budget import check_eps, read_fraction
 
@@ -189,7 +189,7 @@ def train(
                             val_size=val_size, val_eps=parse_eps(val_eps),
                             data_root=str(data_root) if data_root else None,
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
-    rank, world = _init_distributed(use_cuda)
+    rank, world = sharding.init(use_cuda)
     if not use_cuda:
         from .allocator import keep_freed_memory
         keep_freed_memory()  # large T-folded buffers are reused instead of page-faulted in every step
@@ -248,20 +248,6 @@ def _device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible: use --device cpu")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def _init_distributed(use_cuda: bool) -> tuple[int, int]:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
 
 
 @app.command()
@@ -398,6 +384,7 @@ def evaluate_command(
     json_out: Optional[Path] = JSON_OUT,
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of the results."),
     sweep_eps: Optional[str] = typer.Option(None, help="PGD-10 sweep over eps on the /255 scale, e.g. 0,2,4,8,16."),
+    batch_size: int = typer.Option(512, help="Samples attacked at once (under torchrun, the unit shared out)."),
     device: str = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the attacks run, batched."),
     quiet: bool = QUIET,
 ):
@@ -414,10 +401,12 @@ def evaluate_command(
 
     eps_value = parse_eps(eps)
     sweep = _eps_list(sweep_eps) if sweep_eps else None
+    guards.integer("--batch-size", batch_size, 1, 1 << 20)
     check_limit(limit)
     guards.check_outputs({"--json": json_out, "--plot": plot}, [checkpoint])
     specs = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else load_suite(suite)
     target = _device(device)
+    sharding.init(target.type == "cuda")  # under torchrun: the batches are shared out, rank 0 reports
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload).to(target)
     threads.configure(model.config.arch)
@@ -432,8 +421,10 @@ def evaluate_command(
                     "cascade": cascade}
     if sweep is None:
         built = build_attacks(model, specs, eps_value)
-        result = evaluate(model, test, built, progress=not quiet, cascade=cascade)
+        result = evaluate(model, test, built, batch_size=batch_size, progress=not quiet, cascade=cascade)
         result["diagnostics"] = masking_diagnostics(model, test, result, built, cascade)
+        if not sharding.is_main():
+            return
         names = [n for n, v in result.items() if isinstance(v, float)]
         typer.echo(f"{label}: {result['n']} test samples, eps={eps_value * 255:g}/255, T={model.config.timesteps}; "
                    f"ROBUST = worst case per sample over {suite_name}"
@@ -456,6 +447,8 @@ def evaluate_command(
             plot_evaluation(result, plot, title=label)
     else:
         rows = run_sweep(model, test, sweep, progress=not quiet)
+        if not sharding.is_main():
+            return
         typer.echo(f"{label}: PGD-10 eps sweep on {len(test)} test samples")
         typer.echo(table(["eps (/255)", "accuracy", *[f"MS-MPPD L{i + 1}" for i in range(len(rows[0]["ms_mppd"]))]],
                          [[f"{r['eps_255']:g}", r["accuracy"], *[f"{v:.4g}" for v in r["ms_mppd"]]] for r in rows]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from . import sharding
 from .progress import progress_bar
 
 from .attacks import APGD, PGD, Square, make_attack
@@ -19,41 +20,30 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
     protocol) each runs only on the samples all earlier ones left robust, and its entry is the
     accuracy after it. ``robust`` (a sample counts only if clean and every attack got it right)
     is the headline either way. Layer metrics are sample-weighted means over batches; in a
-    cascade they are measured once, on the worst-case points (under "robust").
+    cascade they are measured once, on the worst-case points (under "robust"). Under torchrun the
+    batches are shared out (``sharding``): the result is the one a single process computes.
     """
-    leak = model.config.leak
+    batches = range(0, len(data), batch_size)
+    share = sharding.my_share(len(batches))
+    bar = progress_bar(total=len(share) * (1 + len(attacks)), desc="eval", unit="attack-batch",
+                       disable=not progress or not sharding.is_main())
+    done = [(i, _evaluate_batch(model, data.x[batches[i]:batches[i] + batch_size],
+                                data.y[batches[i]:batches[i] + batch_size], attacks, cascade, bar)) for i in share]
+    bar.close()
+    parts = sharding.gather(done)
     correct = dict.fromkeys(["clean", *attacks, "robust"], 0)
     sums: dict[str, list[dict]] = {}
-
-    def add_layers(name, clean_layers, adv_layers, n):
-        metrics = [layer_metrics(c, a, leak) for c, a in zip(clean_layers, adv_layers)]
-        acc = sums.setdefault(name, [dict.fromkeys(m, 0.0) for m in metrics])
-        for total, layer in zip(acc, metrics):
-            for key, value in layer.items():
-                total[key] += value * n
-
-    batches = range(0, len(data), batch_size)
-    bar = progress_bar(total=len(batches) * (1 + len(attacks)), desc="eval", unit="attack-batch", disable=not progress)
-    for start in batches:
-        x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
-        logits, clean_layers = record(model, x)
-        robust = logits.argmax(1) == y
-        correct["clean"] += robust.sum().item()
-        worst = x.clone()
-        bar.update(1)
-        for name, idx, adv, broken, newly in _attack_each(model, attacks, x, y, robust, cascade):
-            bar.set_postfix(attack=name, refresh=False)
-            worst[idx[newly]] = adv[newly]
-            if cascade:
-                correct[name] += (robust.sum() - newly.sum()).item()
-            else:
-                correct[name] += (~broken).sum().item()
-                add_layers(name, clean_layers, record(model, adv)[1], len(y))
-            bar.update(1)
-        correct["robust"] += robust.sum().item()
-        if cascade:
-            add_layers("robust", clean_layers, record(model, worst)[1], len(y))
-    bar.close()
+    for part in parts:  # in batch order, as one process adds them
+        for name, count in part["correct"].items():
+            correct[name] += count
+        for name, layers in part["layer_sums"].items():
+            acc = sums.setdefault(name, [dict.fromkeys(m, 0.0) for m in layers])
+            for total, layer in zip(acc, layers):
+                for key, value in layer.items():
+                    total[key] += value
+    for name, attack in attacks.items():
+        if hasattr(attack, "merge_summaries"):
+            attack.merge_summaries([part["summaries"][name] for part in parts])
     n = max(len(data), 1)
     result = {name: count / n for name, count in correct.items()}
     if cascade:
@@ -62,6 +52,41 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
                         for name, layers in sums.items()}
     result["n"] = len(data)
     return result
+
+
+def _evaluate_batch(model, x: torch.Tensor, y: torch.Tensor, attacks: dict, cascade: bool, bar) -> dict:
+    """One batch: correct counts per attack, per-layer metric sums (weighted by the batch size) and what
+    stateful attacks (the surrogate search) report about this batch."""
+    leak = model.config.leak
+    correct = dict.fromkeys(["clean", *attacks, "robust"], 0)
+    layer_sums: dict[str, list[dict]] = {}
+
+    def add_layers(name, clean_layers, adv_layers):
+        layer_sums[name] = [{k: v * len(y) for k, v in layer_metrics(c, a, leak).items()}
+                            for c, a in zip(clean_layers, adv_layers)]
+
+    for attack in attacks.values():
+        if hasattr(attack, "reset_summary"):
+            attack.reset_summary()
+    logits, clean_layers = record(model, x)
+    robust = logits.argmax(1) == y
+    correct["clean"] += robust.sum().item()
+    worst = x.clone()
+    bar.update(1)
+    for name, idx, adv, broken, newly in _attack_each(model, attacks, x, y, robust, cascade):
+        bar.set_postfix(attack=name, refresh=False)
+        worst[idx[newly]] = adv[newly]
+        if cascade:
+            correct[name] += (robust.sum() - newly.sum()).item()
+        else:
+            correct[name] += (~broken).sum().item()
+            add_layers(name, clean_layers, record(model, adv)[1])
+        bar.update(1)
+    correct["robust"] += robust.sum().item()
+    if cascade:
+        add_layers("robust", clean_layers, record(model, worst)[1])
+    summaries = {name: attack.summary_part() for name, attack in attacks.items() if hasattr(attack, "summary_part")}
+    return {"correct": correct, "layer_sums": layer_sums, "summaries": summaries}
 
 
 def contributions(attacks: dict, correct: dict, n: int) -> dict:

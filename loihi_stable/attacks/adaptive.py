@@ -54,6 +54,19 @@ class AdaptiveSurrogate(Attack):
         self.searches: list[list[dict]] = []   # per call: every candidate's score on the calibration subset
         self.broken: Counter = Counter()       # "apgd-ce@sigmoid:4" -> samples it broke that nothing before did
 
+    # --- what it reports, batch by batch (evaluation.evaluate merges the parts in batch order) ---
+    def reset_summary(self) -> None:
+        self.searches, self.broken = [], Counter()
+
+    def summary_part(self) -> tuple[list, dict]:
+        return list(self.searches), dict(self.broken)
+
+    def merge_summaries(self, parts: list[tuple[list, dict]]) -> None:
+        self.reset_summary()
+        for searches, broken in parts:
+            self.searches += searches
+            self.broken.update(broken)
+
     # --- the search -----------------------------------------------------------------------
     def rank(self, images: torch.Tensor, labels: torch.Tensor, generator_seed: int | None) -> list[dict]:
         """Every candidate backward scored by APGD-CE(search_steps) through it: broken, then mean margin."""

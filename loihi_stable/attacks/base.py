@@ -10,6 +10,8 @@ import torch
 from .. import surrogates
 from ..budget import check_eps
 
+MAX_ROWS = 4096  # rows (samples x target classes) a targeted attack runs at once: a conv forward's memory
+
 
 class Attack:
     """Runs in eval mode, restores the model's mode, never leaves gradients on its parameters.

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .base import Attack
+from .base import MAX_ROWS, Attack
 
 
 def project_onto_hyperplane_linf(points: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -74,15 +74,26 @@ class FABT(Attack):
     def perturb(self, images, labels, generator):
         logits, robust = self.clean_logits(images, labels)
         ranking = logits.sort(dim=1).indices
-        ranks = range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2)
+        ranks = list(range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2))
         adv = images.clone()
         self.min_norm = torch.full((len(images),), float("inf"), device=images.device)
-        for round_, idx in self.still_robust(robust, len(ranks)):
-            found, norm = self._single_run(images[idx], labels[idx], ranking[idx, -ranks[round_]])
-            self.min_norm[idx] = torch.minimum(self.min_norm[idx], norm)
-            broken = norm <= self.eps
-            adv[idx[broken]] = found[broken]
-            robust[idx[broken]] = False
+        idx = robust.nonzero().flatten()
+        # the target classes side by side in one batch (rows = samples x targets), as APGD-T
+        per_group = max(1, MAX_ROWS // max(len(idx), 1))
+        for first in range(0, len(ranks), per_group):
+            todo = idx[robust[idx]]
+            if todo.numel() == 0:
+                break
+            group = ranks[first:first + per_group]
+            x, y = images[todo].repeat(len(group), *[1] * (images.dim() - 1)), labels[todo].repeat(len(group))
+            found, norm = self._single_run(x, y, torch.cat([ranking[todo, -rank] for rank in group]))
+            norm = norm.view(len(group), len(todo))
+            self.min_norm[todo] = torch.minimum(self.min_norm[todo], norm.min(0).values)
+            inside = norm <= self.eps
+            hit = inside.any(0)
+            rows = inside.float().argmax(0) * len(todo) + torch.arange(len(todo), device=todo.device)
+            adv[todo[hit]] = found[rows[hit]]
+            robust[todo[hit]] = False
         return adv
 
     def _margin_and_grad(self, x, y, target):
