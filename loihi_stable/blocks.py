@@ -1,7 +1,7 @@
 """SLAYER blocks built on the project's LIF/DLIF neurons.
 
 They reuse slayer's block machinery (synapse with the 8-bit quantizing
-``pre_hook_fx``, ``export_hdf5``) but switch off slayer's in-model step delay:
+``pre_hook_fx``) but switch off slayer's in-model step delay:
 the float model computes the paper's T-step dynamics and the Lava runner
 accounts for the one-step-per-layer delay instead.
 """
@@ -11,11 +11,10 @@ import torch
 from lava.lib.dl.slayer.block import base
 from lava.lib.dl.slayer.synapse import layer as synapse
 
-from . import fixed_point as fx
+from . import chip_kernel as kernel, fixed_point as fx
 from .neurons import NEURONS, DLIF
 
-READOUT_NEURON = {"type": "CUBA", "iDecay": fx.DECAY_UNITY, "vDecay": 0,
-                  "vThMant": fx.MAX_VTH_MANT, "refDelay": 1, "gradedSpike": False}
+READOUT_NEURON = kernel.CubaNeuron(vth_mant=fx.MAX_VTH_MANT, v_decay=0)  # a perfect integrator that never fires
 
 
 class SpikingDense(base.AbstractDense):
@@ -58,16 +57,6 @@ class Readout(torch.nn.Module):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         return self.synapse(spikes)
-
-    def export_hdf5(self, handle) -> None:
-        weight = self.synapse.pre_hook_fx(self.synapse.weight, descale=True)
-        handle.create_dataset("type", (1,), "S10", [b"dense"])
-        handle.create_dataset("shape", data=[self.synapse.out_channels])
-        handle.create_dataset("inFeatures", data=self.synapse.in_channels)
-        handle.create_dataset("outFeatures", data=self.synapse.out_channels)
-        handle.create_dataset("weight", data=weight.reshape(weight.shape[:2]).detach().cpu().numpy())
-        for key, value in READOUT_NEURON.items():
-            handle.create_dataset(f"neuron/{key}", data=value)
 
 
 def make_neuron(config) -> DLIF:

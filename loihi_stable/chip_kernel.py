@@ -18,6 +18,9 @@ monotone, except the current's wrap, which they report instead of modelling.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
+import numpy as np
 import torch
 
 DECAY_BITS = 12
@@ -31,6 +34,43 @@ WRAP = 1 << (STATE_BITS - 1)           # Lava's max_uv_val: the current wraps by
 VOLTAGE_LIMIT = WRAP - 1               # the voltage saturates to [-VOLTAGE_LIMIT, VOLTAGE_LIMIT]
 MAX_VTH_MANT = (1 << 17) - 1           # vThMant is 17-bit unsigned
 MAX_BIAS_MANT = (1 << 12) - 1          # bias_mant is 13-bit signed
+
+
+@dataclass(frozen=True)
+class CubaNeuron:
+    """One layer's CUBA neuron parameters, in the chip's integers; ``to_netx``/``from_netx`` are the one
+    place NetX's neuron keys (layer/<i>/neuron/...) are spelled."""
+
+    vth_mant: int                 # vThMant: threshold mantissa (threshold = vth_mant << 6)
+    v_decay: int                  # vDecay: voltage decay (0 keeps everything, 4096 nothing)
+    i_decay: int = DECAY_UNITY    # iDecay: current decay (4096: the current does not persist)
+    ref_delay: int = 1            # refDelay
+    graded_spike: bool = False    # gradedSpike
+    type: str = "CUBA"
+
+    NETX = {"type": "type", "iDecay": "i_decay", "vDecay": "v_decay", "vThMant": "vth_mant",
+            "refDelay": "ref_delay", "gradedSpike": "graded_spike"}
+
+    @property
+    def threshold(self) -> int:
+        """The voltage (chip units) a neuron must exceed to spike."""
+        return threshold_units(self.vth_mant)
+
+    def to_netx(self) -> dict:
+        values = asdict(self)
+        return {key: values[field] for key, field in self.NETX.items()}
+
+    @classmethod
+    def from_netx(cls, keys: dict) -> "CubaNeuron":
+        """From NetX keys as a file or a dict holds them (numpy scalars, bytes); missing ones take Lava's defaults."""
+        def number(value):
+            return np.asarray(value).reshape(-1)[0].item()
+
+        found = {field: keys[key] for key, field in cls.NETX.items() if key in keys}
+        kind = found.pop("type", "CUBA")
+        kind = number(kind) if not isinstance(kind, (str, bytes)) else kind
+        return cls(**{field: (bool if field == "graded_spike" else int)(number(value)) for field, value in found.items()},
+                   type=kind.decode() if isinstance(kind, bytes) else str(kind))
 
 
 def decay(x: torch.Tensor, d) -> torch.Tensor:

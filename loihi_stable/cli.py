@@ -306,6 +306,9 @@ def run(
     quiet: bool = QUIET,
 ):
     """Run an exported network on Lava and compare it with the float model."""
+    eps_value = parse_eps(eps)  # the checks that need no library first
+    check_limit(limit)
+    guards.check_outputs({"--json": json_out}, [network, transfer_from])
     from netx_export.backends import check_backend
     from netx_export.deploy import compare
     from netx_export.lava_runner import resolve_dlif_schedule
@@ -315,9 +318,6 @@ def run(
     from .io import write_json
     from .report import n_samples, table
 
-    eps_value = parse_eps(eps)
-    check_limit(limit)
-    guards.check_outputs({"--json": json_out}, [network, transfer_from])
     if backend != "emulator":
         resolve_dlif_schedule(backend, dlif_schedule)
     check_backend(backend)  # unknown backend or missing hardware libraries: fail before any work

@@ -106,30 +106,39 @@ def chip_voltage_step(u: torch.Tensor, dv: torch.Tensor, current: torch.Tensor,
     return (v_int / scale).to(current.dtype)
 
 
-def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, payload_scale: int = 1):
+def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, payload_scale: int = 1,
+                  bias: torch.Tensor | None = None, scale: int | None = None):
     """All T steps (time-major, ``current`` (T, ...)) of the bit-exact voltage update with spikes and
     hard reset: (voltage, spikes, voltage after reset) in the dtype of ``current``.
 
     The same values as T calls of ``chip_voltage_step`` with the spike test in the float model's dtype,
     with fewer passes per step: the state stays in float64 integers between steps (no round trip), the
     decay is one multiply and a trunc, and the current's 24-bit wrap is skipped when no current of the
-    layer can reach it (one check per layer). Step by step, so each step's tensors stay in cache.
+    layer can reach it (one check per layer). Step by step, so each step's tensors stay in cache. The grid
+    model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
+    added after the current's wrap, as Lava adds it).
     """
-    scale = state_scale(payload_scale)
+    scale = state_scale(payload_scale) if scale is None else scale
     may_wrap = bool(current.abs().max() * scale >= kernel.WRAP) if current.numel() else False
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
     voltage, spike, state = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
     v = torch.zeros_like(current[0], dtype=torch.float64)
     drive, fired = torch.empty_like(v), torch.empty_like(v)  # reused: no allocation per step
+
+    def to_units(values, out):  # back to the caller's units (chip units: a plain copy)
+        return out.copy_(values) if scale == 1 else torch.div(values, scale, out=out)
+
     for t, d in enumerate(dv.tolist()):
         torch.mul(current[t], scale, out=drive).round_()
         if may_wrap:
             drive = kernel.wrap_current(drive)
+        if bias is not None:
+            drive.add_(bias)
         # kernel.voltage_step in place: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
         v.mul_((kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY).trunc_().add_(drive).clamp_(-kernel.VOLTAGE_LIMIT,
                                                                                           kernel.VOLTAGE_LIMIT)
-        torch.div(v, scale, out=voltage[t])
+        to_units(v, out=voltage[t])
         torch.gt(v, threshold_units, out=fired)  # spikes as floats: boolean tensors are slow on the CPU
         spike[t] = fired
-        torch.div(v.addcmul_(v, fired, value=-1.0), scale, out=state[t])  # the hard reset, v (1 - s)
+        to_units(v.addcmul_(v, fired, value=-1.0), out=state[t])  # the hard reset, v (1 - s)
     return voltage, spike, state

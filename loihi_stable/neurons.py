@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
 
-from . import fixed_point as fx, surrogates
+from . import chip_kernel as kernel, fixed_point as fx, surrogates
 
 
 class TriangleSpike(torch.autograd.Function):
@@ -49,12 +49,12 @@ class FusedDynamics(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # dynamics stay fp32 under AMP
-    def forward(ctx, current, decay, threshold, width, dv, payload_scale=1, backward=None):
+    def forward(ctx, current, decay, threshold, width, dv, payload_scale=1, backward=None, bias=None, scale=None):
         # time-major and contiguous, so every step touches one dense block of memory; results
         # are written in place (out=), spikes straight as floats, to keep each step at three passes
         current = current.movedim(-1, 0).contiguous()
         if dv is not None:  # the chip's integers (fixed_point.chip_dynamics: one conversion per layer)
-            voltage, spike, state = fx.chip_dynamics(current, dv, threshold, payload_scale)
+            voltage, spike, state = fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale)
         else:
             voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
             u = torch.zeros_like(current[0])
@@ -72,14 +72,14 @@ class FusedDynamics(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_spike, _grad_voltage):
         if grad_spike is None:  # the spikes were not used
-            return None, None, None, None, None, None, None
+            return (None,) * 9
         voltage, spike, state, decay, current = ctx.saved_tensors
         th, width, chosen = ctx.threshold, ctx.width, ctx.backward
         grad_spike = grad_spike.movedim(-1, 0)
         grad_decay = torch.zeros_like(decay)
         if chosen is not None and chosen.shape == "rate":  # BPTR: through the firing rate, not the voltage
             grad_current = surrogates.rate_gradient(current, grad_spike, th)
-            return grad_current.movedim(0, -1), grad_decay, None, None, None, None, None
+            return (grad_current.movedim(0, -1), grad_decay) + (None,) * 7
         grad_current = torch.empty_like(voltage)
         want_decay = ctx.needs_input_grad[1]
         grad_u = None
@@ -102,7 +102,7 @@ class FusedDynamics(torch.autograd.Function):
                 if want_decay:
                     grad_decay[t] = torch.dot(grad_v.flatten(), state[t - 1].flatten())
                 grad_u = grad_v * decay[t]
-        return grad_current.movedim(0, -1), grad_decay, None, None, None, None, None
+        return (grad_current.movedim(0, -1), grad_decay) + (None,) * 7
 
 
 DLIF_FORMS = ("leak", "input")
@@ -184,18 +184,26 @@ class DLIF(SlayerNeuron):
             if self.form == "input":
                 self.input_scale.clamp_(min=0.0)
 
-    @property
-    def device_params(self) -> dict:
+    def cuba_neuron(self) -> kernel.CubaNeuron:
+        """The Loihi CUBA neuron this layer ships as (the per-step schedule apart: ``chip_schedule``)."""
         if self.form != "leak":
             raise ValueError("an input-form DLIF has no Loihi CUBA equivalent")
         dv = self.dv_schedule().cpu().numpy()
         # stock NetX reads one vDecay: the schedule's typical value (exact for LIF)
         typical = int(round(float(dv[1:].mean()))) if len(dv) > 1 else int(dv[0])
-        params = {"type": "CUBA", "iDecay": fx.DECAY_UNITY, "vDecay": typical,
-                  "vThMant": fx.threshold_mantissa(self.threshold, self.payload_scale),
-                  "refDelay": 1, "gradedSpike": False}
-        if self.neuron_type == "dlif":
-            params["vDecaySchedule"] = dv.astype("int32")  # ignored by stock NetX
+        return kernel.CubaNeuron(vth_mant=fx.threshold_mantissa(self.threshold, self.payload_scale), v_decay=typical)
+
+    def chip_schedule(self):
+        """DLIF's vDecay per time step (an extension key stock NetX ignores); None for LIF."""
+        return self.dv_schedule().cpu().numpy().astype("int32") if self.neuron_type == "dlif" else None
+
+    @property
+    def device_params(self) -> dict:
+        """The NetX neuron keys of ``cuba_neuron``, with DLIF's ``vDecaySchedule``."""
+        params = self.cuba_neuron().to_netx()
+        schedule = self.chip_schedule()
+        if schedule is not None:
+            params["vDecaySchedule"] = schedule
         return params
 
     @property

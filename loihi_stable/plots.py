@@ -27,6 +27,11 @@ def pyplot():
     return plt
 
 
+def panels(count: int, size: tuple[float, float]):
+    """A figure of ``count`` panels side by side: (figure, axes)."""
+    return pyplot().subplots(1, count, figsize=size)
+
+
 def save_figure(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
@@ -35,9 +40,8 @@ def save_figure(fig, path: str | Path) -> None:
 
 @drawing
 def plot_evaluation(result: dict, path: str | Path, title: str = "") -> None:
-    plt = pyplot()
     attacks = [name for name in result["layers"]]
-    fig, (ax_acc, ax_mppd) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax_acc, ax_mppd) = panels(2, (12, 4))
     names = [n for n, v in result.items() if isinstance(v, float)]  # clean, each attack, robust (worst case)
     colours = ["#4c72b0" if n == "clean" else "#c44e52" if n == "robust" else "#dd8452" for n in names]
     ax_acc.bar(names, [100 * result[n] for n in names], color=colours)
@@ -68,9 +72,8 @@ def _finish(fig, ax, ylabel: str, title: str, path: str | Path) -> None:
 
 @drawing
 def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
-    plt = pyplot()
     eps = [r["eps_255"] for r in rows]
-    fig, (ax_acc, ax_mppd) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_acc, ax_mppd) = panels(2, (10, 4))
     ax_acc.plot(eps, [100 * r["accuracy"] for r in rows], "o-")
     ax_acc.set_xlabel("eps (/255)")
     ax_acc.set_ylabel("PGD accuracy (%)")
@@ -84,9 +87,8 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
 @drawing
 def plot_training(history: list[dict], path: str | Path, title: str = "") -> None:
     """Loss parts, clean/PGD validation accuracy, MS-MPPD and the DLIF a[t] over epochs."""
-    plt = pyplot()
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    fig, axes = panels(4, (18, 3.8))
     for key in ("loss", "ce_clean", "ce_pert", "ce_ibp"):
         if key in history[0]:
             axes[0].plot(epochs, [row[key] for row in history], label=key)

@@ -137,14 +137,6 @@ class TrainingLoss(torch.nn.Module):
         return loss, parts
 
 
-def training_loss(model: SpikingMLP, x, y, perturbation, config: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """One step's loss (crafts the perturbed input itself); see ``_mixup_loss``."""
-    if isinstance(perturbation, IBPSchedule):
-        return ibp_loss(model, x, y, perturbation)
-    x_pert = perturbation(x, y) if perturbation is not None else None
-    return _mixup_loss(model, x, y, x_pert, config)
-
-
 def _forward_with_spikes(model, x, want_spikes: bool):
     """(per-step logits, last spiking layer's input current, its spikes or None)."""
     if not want_spikes:

@@ -100,13 +100,12 @@ def plot_check(result: dict, path, neurons: int = 3, title: str = "") -> None:
 
 
 def _plot_check(result: dict, path, neurons: int, title: str) -> None:
-    from loihi_stable.plots import pyplot, save_figure
+    from loihi_stable.plots import panels, save_figure
 
-    plt = pyplot()
     last = max(result["_traces"])
     trace = result["_traces"][last]
     strongest = np.argsort(-np.abs(trace["float"]).sum(-1))[:neurons]
-    fig, (ax_t, ax_b) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax_t, ax_b) = panels(2, (12, 4))
     steps = np.arange(1, trace["float"].shape[-1] + 1)
     for k, neuron in enumerate(strongest):
         color = f"C{k}"

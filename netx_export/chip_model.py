@@ -14,8 +14,8 @@ import torch
 
 from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx, surrogates
-from loihi_stable.neurons import triangle_spike
-from netx_export.chip_unroll import Arithmetic, layer_schedules, sum_dtype, synaptic_sum, unroll
+from loihi_stable.neurons import FusedDynamics, triangle_spike
+from netx_export.chip_unroll import Arithmetic, can_wrap, layer_schedules, sum_dtype, synaptic_sum, unroll
 from netx_export.netx_file import NetSpec
 
 
@@ -28,13 +28,32 @@ class GridArithmetic(Arithmetic):
         self.model, self.chosen = model, model.spike_backward
         self.schedules = [s.tolist() for s in model.schedules]  # once, as numbers, not per step and layer
         self.biases = model.biases
+        self.wraps = [can_wrap(model.spec, i) for i in range(len(model.spec.layers))]
 
     def synaptic_sum(self, index, layer, signal):
         weight = getattr(self.model, f"weight{index}")
-        total = synaptic_sum(layer, signal, weight).double()
-        if layer.kind == "conv":
+        total = synaptic_sum(layer, signal, weight).double()  # exact integers (chip_unroll.sum_dtype)
+        if self.wraps[index]:  # Lava's conv synapse wraps its sum to 24 bits
             return fx.ste(kernel.wrap_conv_activation(torch.round(total.detach())), total)
         return total
+
+    def whole_layer(self, index, layer, a, batch):
+        """A hidden layer whose current does not persist (iDecay = 4096: every exported file) as one fused
+        autograd node (neurons.FusedDynamics in chip units): the per-step path's values and gradients with
+        a fraction of its graph. The readout (its voltage is the output) and the rate backward step."""
+        spec = self.model.spec
+        if index == len(spec.layers) - 1 or layer.i_decay != kernel.DECAY_UNITY or \
+                (self.chosen is not None and self.chosen.shape == "rate"):
+            return None
+        steps = spec.timesteps
+        current = kernel.activation_current(a)
+        current = current.expand(steps, *current.shape) if index == 0 else current.view(steps, batch, *current.shape[1:])
+        dv = torch.tensor(self.schedules[index], dtype=torch.float64, device=current.device)
+        bias = None if layer.bias is None else self.biases[index] * (1 << kernel.BIAS_SHIFT)
+        threshold = float(layer.threshold)
+        spikes, _ = FusedDynamics.apply(current.movedim(0, -1), 1 - dv / kernel.DECAY_UNITY, threshold, threshold, dv,
+                                        1, self.chosen, bias, 1)
+        return spikes.movedim(-1, 0).reshape(steps * batch, *spikes.shape[1:-1])
 
     def initial_state(self, index, layer, drive):
         zero = torch.zeros_like(drive)

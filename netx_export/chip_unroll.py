@@ -76,7 +76,7 @@ def layer_bias(layer: LayerSpec) -> torch.Tensor | int:
 def layer_schedules(spec: NetSpec) -> list[torch.Tensor]:
     """Per-step integer voltage decay of every layer (constant vDecay for LIF and the readout)."""
     return [torch.from_numpy(np.asarray(layer.dv_schedule, dtype=np.int64)) if layer.dv_schedule is not None
-            else torch.full((spec.timesteps,), int(layer.neuron["vDecay"]), dtype=torch.int64)
+            else torch.full((spec.timesteps,), layer.neuron.v_decay, dtype=torch.int64)
             for layer in spec.layers]
 
 
@@ -93,6 +93,11 @@ class Arithmetic:
     def step(self, index: int, layer: LayerSpec, state, drive, t: int):
         """-> (state, spikes, record); the record (or None) is kept per step for the caller."""
         raise NotImplementedError
+
+    def whole_layer(self, index: int, layer: LayerSpec, drive, batch: int):
+        """All T steps of a layer at once, where an arithmetic has a fused form for it: its spikes as
+        (T*B, ...) rows; None to run ``step`` T times."""
+        return None
 
 
 @dataclass
@@ -116,6 +121,13 @@ def unroll(spec: NetSpec, arithmetic: Arithmetic, inputs, keep_signals: bool = F
     signal = inputs
     for index, layer in enumerate(spec.layers):
         drive = arithmetic.synaptic_sum(index, layer, signal)
+        fused = arithmetic.whole_layer(index, layer, drive, batch)
+        if fused is not None:
+            signal = fused
+            result.records.append([])
+            if keep_signals:
+                result.signals.append(signal)
+            continue
 
         def at(t, drive=drive, constant=index == 0):
             return drive if constant else _map(lambda d: d[t * batch:(t + 1) * batch], drive)

@@ -57,26 +57,21 @@ def check_spec_matches(spec: NetSpec, model, checkpoint: dict) -> None:
         same = (got.kind == want.kind and np.array_equal(got.weight, want.weight)
                 and np.array_equal(_or_empty(got.bias), _or_empty(want.bias))
                 and np.array_equal(_or_empty(got.dv_schedule)[:spec.timesteps], _or_empty(want.dv_schedule)[:spec.timesteps])
-                and all(_first(got.neuron.get(k)) == _first(want.neuron.get(k)) for k in ("vThMant", "vDecay", "iDecay")))
+                and (got.neuron.vth_mant, got.neuron.v_decay, got.i_decay)
+                == (want.neuron.vth_mant, want.neuron.v_decay, want.i_decay))
         if not same:
             raise UserError(f"'{spec.path}' layer {i} differs from what its checkpoint exports to (edited after export, "
                             f"or a checkpoint of another network): {fix}")
-
-
-def _first(value) -> int | None:
-    return None if value is None else int(np.asarray(value).reshape(-1)[0])
 
 
 def _or_empty(values) -> np.ndarray:
     return np.zeros(0, dtype=np.int64) if values is None else np.asarray(values)
 
 
-def _dense_layer(synapse, neuron_params: dict) -> LayerSpec:
+def _dense_layer(synapse, neuron, schedule=None) -> LayerSpec:
     weight = fx.quantize_weight(synapse.weight, descale=True).detach()
     weight = weight.reshape(weight.shape[0], -1).cpu().numpy().round().astype(np.int64)
-    params = dict(neuron_params)
-    schedule = params.pop("vDecaySchedule", None)
-    return LayerSpec(weight, params, schedule, out_shape=(weight.shape[0],))
+    return LayerSpec(weight, neuron, schedule, out_shape=(weight.shape[0],))
 
 
 def chip_spec(model, checkpoint: dict) -> NetSpec:
@@ -88,7 +83,8 @@ def chip_spec(model, checkpoint: dict) -> NetSpec:
                         "CUBA neuron's weights and threshold are the same at every step; train with --dlif-form leak "
                         "(or --neuron lif) to deploy")
     if config.arch == "mlp":
-        layers = [_dense_layer(block.synapse, block.neuron.device_params) for block in model.blocks]
+        layers = [_dense_layer(block.synapse, block.neuron.cuba_neuron(), block.neuron.chip_schedule())
+                  for block in model.blocks]
         layers.append(_dense_layer(model.readout.synapse, READOUT_NEURON))
         input_shape, bias_channel = (), False
     else:
@@ -155,6 +151,13 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_s
     if model.config.arch == "mlp":  # dense DLIF
         report["stock_netx"] = stock_netx_agreement(out_path, test)
         return report
+    report.update(folding_checks(model, spec, test.x, test.y, progress))
+    return report
+
+
+def folding_checks(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, progress: bool = False) -> dict:
+    """What folding and 8-bit quantization changed on samples ``x`` (and, for DLIF, what stock NetX's
+    averaged decay changes), chunk by chunk with one progress bar: {"folding": ..., ["stock_netx": ...]}."""
     from loihi_stable.progress import progress_bar
     from netx_export.emulator import emulate
     from netx_export.folding import fold_model, run_folded
@@ -162,25 +165,25 @@ def export_checkpoint(checkpoint_path: str | Path, out_path: str | Path, check_s
     layers = fold_model(model)
     stock = stock_reading(spec) if model.config.neuron == "dlif" else None
     predictions: dict[str, list] = {"model": [], "folded": [], "run": [], "stock": []}
-    with progress_bar(total=len(test), desc="export checks", unit="sample", disable=not progress) as bar:
-        for start in range(0, len(test), CHECK_CHUNK):  # the model, its folded layers and the file's integers
-            x = test.x[start:start + CHECK_CHUNK]
+    with progress_bar(total=len(x), desc="export checks", unit="sample", disable=not progress) as bar:
+        for start in range(0, len(x), CHECK_CHUNK):  # the model, its folded layers and the file's integers
+            chunk = x[start:start + CHECK_CHUNK]
             with torch.no_grad():
-                predictions["model"].append(model(x).argmax(1))
-            predictions["folded"].append(run_folded(layers, x.reshape(-1, *model.config.input_shape),
+                predictions["model"].append(model(chunk).argmax(1))
+            predictions["folded"].append(run_folded(layers, chunk.reshape(-1, *model.config.input_shape),
                                                     model.config.timesteps).argmax(1))
             for name, read in (("run", spec), ("stock", stock)):
                 if read is not None:
-                    predictions[name].append(torch.from_numpy(emulate(read, x.numpy()).predictions))
-            bar.update(len(x))
+                    predictions[name].append(torch.from_numpy(emulate(read, chunk.numpy()).predictions))
+            bar.update(len(chunk))
     reference, folded, quantized = (torch.cat(predictions[k]) for k in ("model", "folded", "run"))
-    report["folding"] = {"layers": len(layers), "n": len(test),
-                         "folded_agreement": float((folded == reference).float().mean()),
-                         "quantized_agreement": float((quantized == reference).float().mean()),
-                         "model_accuracy": float((reference == test.y).float().mean()),
-                         "quantized_accuracy": float((quantized == test.y).float().mean())}
+    report = {"folding": {"layers": len(layers), "n": len(x),
+                          "folded_agreement": float((folded == reference).float().mean()),
+                          "quantized_agreement": float((quantized == reference).float().mean()),
+                          "model_accuracy": float((reference == y).float().mean()),
+                          "quantized_accuracy": float((quantized == y).float().mean())}}
     if stock is not None:
-        report["stock_netx"] = _agreement(quantized.numpy(), torch.cat(predictions["stock"]).numpy(), test.y.numpy())
+        report["stock_netx"] = _agreement(quantized.numpy(), torch.cat(predictions["stock"]).numpy(), y.numpy())
     return report
 
 

@@ -12,6 +12,8 @@ to a synapse, so they fold away exactly:
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -166,12 +168,11 @@ def chip_layers(layers: list[FoldedLayer]) -> list[LayerSpec]:
         else:
             b_int = torch.round(bias * scale * fx.WEIGHT_SCALE).numpy().astype(np.int64)
         if layer.neuron is None:
-            neuron, schedule = dict(READOUT_NEURON), None
-        else:
-            params = dict(layer.neuron.device_params)
-            schedule = params.pop("vDecaySchedule", None)
-            params["vThMant"] = fx.threshold_mantissa(layer.neuron.threshold * scale, payload)
-            neuron = params
+            neuron, schedule = READOUT_NEURON, None
+        else:  # the threshold on the folded layer's scale
+            neuron = dataclasses.replace(layer.neuron.cuba_neuron(),
+                                         vth_mant=fx.threshold_mantissa(layer.neuron.threshold * scale, payload))
+            schedule = layer.neuron.chip_schedule()
         specs.append(LayerSpec(w_int, neuron, schedule, b_int, layer.kind, layer.stride, layer.padding,
                                tuple(int(v) for v in layer.out_shape)))
     return specs

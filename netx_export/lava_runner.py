@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from loihi_stable import chip_kernel as kernel
 from loihi_stable.errors import UserError
 from loihi_stable.progress import progress_bar
 from netx_export.lava_session import run_in_own_group
@@ -78,9 +79,9 @@ def _build_layers(spec: NetSpec, dlif_schedule: str = "process"):
 
     blocks, shape = [], spec.input_shape
     for i, layer in enumerate(spec.layers):
-        params = {"neuron_proc": LIFReset, "bias_key": "bias_mant", "vth": int(layer.neuron["vThMant"]),
-                  "du": layer.i_decay - 1, "dv": int(layer.neuron["vDecay"]),
-                  "bias_exp": 6, "num_message_bits": 0, "reset_interval": spec.timesteps,
+        params = {"neuron_proc": LIFReset, "bias_key": "bias_mant", "vth": layer.neuron.vth_mant,
+                  "du": layer.i_decay - 1, "dv": layer.neuron.v_decay,
+                  "bias_exp": kernel.BIAS_SHIFT, "num_message_bits": 0, "reset_interval": spec.timesteps,
                   "reset_offset": (FIRST_LAYER_LAG + i) % spec.timesteps}
         if layer.dv_schedule is not None and dlif_schedule == "process":
             params.update(neuron_proc=DLIFReset, dv_schedule=layer.dv_schedule[:spec.timesteps])

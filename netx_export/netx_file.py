@@ -36,7 +36,7 @@ from loihi_stable.io import atomic_path, checkpoint_from_bytes
 
 FORMAT_VERSION = 3  # 2: no first-layer input exponent; 3: conv layers, bias channel
 EXTENSION_GROUP = "loihi_stable"
-NEURON_KEYS = ("type", "iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike")
+NEURON_KEYS = tuple(kernel.CubaNeuron.NETX)  # spelled once, in chip_kernel.CubaNeuron
 MAX_TIMESTEPS = 1024
 # weights as int16 (stock NetX reads any integer type), byte-shuffled and deflated: VGG11's 4096x8192
 # layer goes from 134 MB (int32) to a few MB; level 1 compresses nearly as well as 9, many times faster
@@ -48,7 +48,7 @@ class LayerSpec:
     """One Loihi layer in chip integers."""
 
     weight: np.ndarray                  # dense (out, in); conv (out, in, kh, kw); even ints in [-256, 254]
-    neuron: dict                        # CUBA parameters (NEURON_KEYS)
+    neuron: kernel.CubaNeuron           # CUBA parameters (a dict of NEURON_KEYS is read into one)
     dv_schedule: np.ndarray | None = None   # DLIF: vDecay per time step
     bias: np.ndarray | None = None      # bias_mant per neuron (dense) or channel (conv)
     kind: str = "dense"
@@ -57,6 +57,8 @@ class LayerSpec:
     out_shape: tuple = ()               # (C, H, W) for conv, (N,) for dense
 
     def __post_init__(self):
+        if not isinstance(self.neuron, kernel.CubaNeuron):
+            self.neuron = kernel.CubaNeuron.from_netx(self.neuron)
         self.weight = np.asarray(self.weight, dtype=np.int64)
         if self.bias is not None:
             self.bias = np.asarray(self.bias, dtype=np.int64)
@@ -67,12 +69,12 @@ class LayerSpec:
 
     @property
     def i_decay(self) -> int:
-        return int(self.neuron.get("iDecay", kernel.DECAY_UNITY))
+        return self.neuron.i_decay
 
     @property
     def threshold(self) -> int:
         """Voltage (chip units) the neuron must exceed to spike."""
-        return kernel.threshold_units(int(self.neuron["vThMant"]))
+        return self.neuron.threshold
 
     @property
     def neurons(self) -> int:
@@ -136,8 +138,8 @@ def encode_inputs(spec: NetSpec, x: np.ndarray) -> np.ndarray:
 
 
 # --- writing -----------------------------------------------------------------------------
-def _layer_datasets(layer: LayerSpec) -> dict:
-    data = {"weight": layer.weight.astype(np.int16)}  # 8-bit weights (even, in [-256, 254]): int16, compressed
+def _layer_datasets(layer: LayerSpec, weight_dtype=np.int16) -> dict:
+    data = {"weight": layer.weight.astype(weight_dtype)}  # 8-bit weights (even, in [-256, 254]): int16
     if layer.bias is not None:
         data["bias"] = layer.bias.astype(np.int32)
     if layer.kind == "conv":
@@ -148,21 +150,23 @@ def _layer_datasets(layer: LayerSpec) -> dict:
     else:
         data.update({"type": [b"dense"], "shape": np.array([layer.weight.shape[0]]),
                      "inFeatures": layer.weight.shape[1], "outFeatures": layer.weight.shape[0]})
-    data.update({f"neuron/{k}": v for k, v in layer.neuron.items()})
+    data.update({f"neuron/{k}": v for k, v in layer.neuron.to_netx().items()})
     if layer.dv_schedule is not None:
         data["neuron/vDecaySchedule"] = np.asarray(layer.dv_schedule, dtype=np.int32)
     return data
 
 
-def write_netx_file(spec: NetSpec, path: str | Path) -> None:
-    """Atomically write ``spec`` (and its checkpoint, for provenance) in stock NetX's layout."""
+def write_netx_file(spec: NetSpec, path: str | Path, weight_dtype=np.int16, weight_storage: dict | None = None) -> None:
+    """Atomically write ``spec`` (and its checkpoint, for provenance) in stock NetX's layout; weights as
+    ``weight_dtype`` with ``weight_storage``'s h5py filters (default: int16, WEIGHT_STORAGE)."""
+    weight_storage = WEIGHT_STORAGE if weight_storage is None else weight_storage
     entries = []
     if spec.input_shape:
         entries.append({"type": [b"input"], "shape": np.array(spec.input_shape)})
     for i, layer in enumerate(spec.layers):
         if layer.kind == "dense" and i > 0 and spec.layers[i - 1].kind == "conv":
             entries.append({"type": [b"flatten"]})
-        entries.append(_layer_datasets(layer))
+        entries.append(_layer_datasets(layer, weight_dtype))
     buffer = io.BytesIO()
     torch.save(spec.checkpoint, buffer)
     with atomic_path(path) as tmp, interrupts.deferred():  # HDF5 cut mid-write can fail to close; then nothing is renamed
@@ -174,7 +178,7 @@ def write_netx_file(spec: NetSpec, path: str | Path) -> None:
                     if key == "type":
                         sub.create_dataset("type", (1,), "S10", value)
                     elif key == "weight":
-                        sub.create_dataset(key, data=value, **WEIGHT_STORAGE)
+                        sub.create_dataset(key, data=value, **weight_storage)
                     else:
                         sub.create_dataset(key, data=value)
             meta = handle.create_group(EXTENSION_GROUP)

@@ -37,7 +37,7 @@ def layer_bias(layer: LayerSpec) -> torch.Tensor | int:
 def layer_schedules(spec: NetSpec) -> list[torch.Tensor]:
     """Per-step integer voltage decay of every layer (constant vDecay for LIF and the readout)."""
     return [torch.from_numpy(np.asarray(layer.dv_schedule, dtype=np.int64)) if layer.dv_schedule is not None
-            else torch.full((spec.timesteps,), int(layer.neuron["vDecay"]), dtype=torch.int64)
+            else torch.full((spec.timesteps,), layer.neuron.v_decay, dtype=torch.int64)
             for layer in spec.layers]
 
 

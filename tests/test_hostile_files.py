@@ -103,3 +103,20 @@ def test_conv_export_reads_no_recorded_folder_and_writes_nothing(tmp_path, name_
     result = runner.invoke(app, args + (["--data-root", str(data)] if name_the_folder else []))
     assert result.exit_code == 2 and result.output.startswith("error: "), result.output
     assert not marker.exists() and not (tmp_path / "conv.net").exists()
+
+
+def test_weights_are_stored_narrow_and_compressed_and_read_back_exactly(tmp_path, dlif_checkpoint):
+    """int16 + gzip (the file VGG11 needs): the same integers as the int32 file stock NetX read before."""
+    import h5py
+
+    from netx_export.export import model_from_checkpoint, write_netx
+    from netx_export.netx_file import read_netx, write_netx_file
+
+    spec = write_netx(model_from_checkpoint(dlif_checkpoint), dlif_checkpoint, tmp_path / "new.net")
+    write_netx_file(spec, tmp_path / "old.net", weight_dtype=np.int32, weight_storage={})
+    with h5py.File(tmp_path / "new.net") as handle:
+        weight = handle["layer/0/weight"]
+        assert weight.dtype == np.int16 and weight.compression == "gzip"
+    for new, old in zip(read_netx(tmp_path / "new.net").layers, read_netx(tmp_path / "old.net").layers):
+        np.testing.assert_array_equal(new.weight, old.weight)
+    assert (tmp_path / "new.net").stat().st_size < (tmp_path / "old.net").stat().st_size
