@@ -22,6 +22,7 @@ import torch
 
 import loihi_stable  # noqa: F401
 from loihi_stable import script_args
+from loihi_stable.allocator import keep_freed_memory
 from loihi_stable.data import load_dataset
 from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from loihi_stable.models import ModelConfig, build_model
@@ -118,6 +119,7 @@ def measure(spec, name: str, lava_samples: int) -> None:
 
 
 def main() -> None:
+    keep_freed_memory()  # as every command does (cli.friendly_errors)
     args = script_args.parse(__doc__, {"lava_samples": 16, "vgg11": False}, positional={"networks": ("*", "NetX files (default: train two)")})
     with tempfile.TemporaryDirectory() as folder:
         paths = args.networks or [default_network(Path(folder), arch) for arch in ("mlp", "convnet-s")]

@@ -107,6 +107,11 @@ class SpikingClassifier(torch.nn.Module):
         """Logits averaged over time: f(x) in the paper, what attacks differentiate."""
         return self.forward_time(x)[0].mean(-1)
 
+    @property
+    def widest_layer(self) -> int | None:
+        """Neurons per sample in the widest layer, where the config says (dense); None for conv nets."""
+        return max([*self.config.hidden, self.config.classes]) if self.config.arch == "mlp" else None
+
     @contextlib.contextmanager
     def arithmetic(self, mode: str):
         """Compute in ``mode`` (fixed_point.ARITHMETIC) inside the block, e.g. "float" for the float twin."""

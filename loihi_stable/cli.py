@@ -13,6 +13,7 @@ from typer._click.exceptions import ClickException  # typer 0.29 vendors click (
 from typer.core import TyperGroup
 
 from . import guards, interrupts, sharding, threads
+from .allocator import keep_freed_memory
 from .errors import UserError
 from .budget import check_eps, read_fraction
 
@@ -78,6 +79,7 @@ def friendly_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         interrupts.install()
+        keep_freed_memory()  # T-folded buffers reused, not page-faulted in again per step (allocator.py)
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -190,9 +192,6 @@ def train(
                             data_root=str(data_root) if data_root else None,
                             train_eps=parse_eps(train_eps) if train_eps is not None else None)
     rank, world = sharding.init(use_cuda)
-    if not use_cuda:
-        from .allocator import keep_freed_memory
-        keep_freed_memory()  # large T-folded buffers are reused instead of page-faulted in every step
     target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
     train_set, test_set = load_dataset(dataset, data_root)
     train_set, val_set = split_validation(train_set, default_validation_size(len(train_set))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .apgd import APGD
-from .base import MAX_ROWS
+from .base import targets_at_once
 
 
 def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ class APGDT(APGD):
         ranks = list(range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2))
         adv = images.clone()
         for _, idx in self.still_robust(robust, self.n_restarts):
-            per_group = max(1, MAX_ROWS // len(idx))
+            per_group = targets_at_once(self.model, len(idx), len(ranks))
             for first in range(0, len(ranks), per_group):
                 group = ranks[first:first + per_group]
                 left = robust[idx]

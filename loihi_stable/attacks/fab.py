@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .base import MAX_ROWS, Attack
+from .base import Attack, targets_at_once
 
 
 def project_onto_hyperplane_linf(points: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class FABT(Attack):
         self.min_norm = torch.full((len(images),), float("inf"), device=images.device)
         idx = robust.nonzero().flatten()
         # the target classes side by side in one batch (rows = samples x targets), as APGD-T
-        per_group = max(1, MAX_ROWS // max(len(idx), 1))
+        per_group = targets_at_once(self.model, len(idx), len(ranks))
         for first in range(0, len(ranks), per_group):
             todo = idx[robust[idx]]
             if todo.numel() == 0:
