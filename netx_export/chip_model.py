@@ -27,8 +27,7 @@ class GridArithmetic(Arithmetic):
     def __init__(self, model: "ChipModel"):
         self.model, self.chosen = model, model.spike_backward
         self.schedules = [s.tolist() for s in model.schedules]  # once, as numbers, not per step and layer
-        self.biases = model.biases
-        self.wraps = [can_wrap(model.spec, i) for i in range(len(model.spec.layers))]
+        self.biases, self.wraps = model.biases, model.wraps
 
     def synaptic_sum(self, index, layer, signal):
         weight = getattr(self.model, f"weight{index}")
@@ -82,6 +81,7 @@ class ChipModel(torch.nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
+        self.wraps = [can_wrap(spec, i) for i in range(len(spec.layers))]  # once: a pass over every weight
         # buffers, so that .to(device) moves the integers with the module (certify/run/check --device);
         # weights in float32 where the layer's sums are provably exact in it (chip_unroll.sum_dtype)
         for i, (layer, schedule) in enumerate(zip(spec.layers, layer_schedules(spec))):
