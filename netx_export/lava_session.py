@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -159,8 +160,21 @@ def _watch_parent(parent: int) -> None:
     _kill_group(os.getpgid(0))
 
 
+def _one_thread_after_fork() -> None:
+    """The forked child computes with one torch thread.
+
+    GNU OpenMP is not fork-safe: a child that enters a parallel region the parent's thread pool
+    served waits forever for threads that were not forked (seen: the notebook's chip run hung in
+    the first large torch op). One thread never enters a parallel region.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def _child(function, args, kwargs, sender, parent: int, record: Path) -> None:
     os.setpgid(0, 0)
+    _one_thread_after_fork()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     _record_segments(record)
