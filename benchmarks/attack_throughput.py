@@ -18,7 +18,7 @@ from loihi_stable.data import load_dataset
 from loihi_stable.io import load_checkpoint
 from loihi_stable.models import ModelConfig, build_model
 from loihi_stable.training import TrainConfig, train
-from netx_export.export import model_from_checkpoint
+from netx_export.compiler.export import model_from_checkpoint
 
 
 def best_rate(attack, x, y, repeats: int) -> float:

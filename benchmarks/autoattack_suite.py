@@ -16,7 +16,7 @@ from loihi_stable.data import checkpoint_test_split
 from loihi_stable.evaluation import build_attacks, evaluate
 from loihi_stable.io import load_checkpoint
 from loihi_stable.report import table
-from netx_export.export import model_from_checkpoint
+from netx_export.compiler.export import model_from_checkpoint
 
 
 class Images(torch.nn.Module):

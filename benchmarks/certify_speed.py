@@ -23,9 +23,9 @@ from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from loihi_stable.models import ModelConfig, build_model
 from loihi_stable.report import table
 from loihi_stable.training import TrainConfig, train
-from netx_export.chip_certificate import chip_bounds
-from netx_export.export import write_netx
-from netx_export.netx_file import read_netx
+from netx_export.analysis.chip_certificate import chip_bounds
+from netx_export.compiler.export import write_netx
+from netx_export.fileformat.netx_file import read_netx
 
 EPS = 2 / 255
 

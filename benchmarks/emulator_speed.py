@@ -29,9 +29,9 @@ from loihi_stable.models import ModelConfig, build_model
 from loihi_stable.report import table
 from loihi_stable.training import TrainConfig, train
 from netx_export import emulator
-from netx_export.export import write_netx
-from netx_export.lava_runner import run_network
-from netx_export.netx_file import encode_inputs, read_netx
+from netx_export.compiler.export import write_netx
+from netx_export.runtime.lava_runner import run_network
+from netx_export.fileformat.netx_file import encode_inputs, read_netx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import step_major_reference  # noqa: E402

@@ -24,7 +24,7 @@ import loihi_stable  # noqa: F401
 from loihi_stable import script_args
 from loihi_stable.io import save_checkpoint
 from netx_export import netx_file
-from netx_export.export import folding_checks, write_netx
+from netx_export.compiler.export import folding_checks, write_netx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_folding import checkpoint_of, randomized  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
         net = netx.hdf5.Network(net_config=str(folder / "vgg11.net"))
         rows.append([f"stock NetX builds it ({len(net.layers)} blocks)", f"{time.perf_counter() - start:.1f} s", ""])
         if args.lava:
-            from netx_export.lava_runner import run_network
+            from netx_export.runtime.lava_runner import run_network
 
             start = time.perf_counter()
             run_network(spec, x[:1].numpy(), progress=False)

@@ -11,7 +11,7 @@ import torch
 from lava.lib.dl.slayer.block import base
 from lava.lib.dl.slayer.synapse import layer as synapse
 
-from . import chip_kernel as kernel, fixed_point as fx
+from . import chip_kernel as kernel, fixed_point as fx, guards
 from .neurons import NEURONS, DLIF
 
 READOUT_NEURON = kernel.CubaNeuron(vth_mant=fx.MAX_VTH_MANT, v_decay=0)  # a perfect integrator that never fires
@@ -61,7 +61,6 @@ class Readout(torch.nn.Module):
 
 def make_neuron(config) -> DLIF:
     """The spiking neuron a ModelConfig asks for (DLIF in its leak or input form, or LIF)."""
-    if config.neuron not in NEURONS:
-        raise ValueError(f"unknown neuron '{config.neuron}': choose one of {sorted(NEURONS)}")
+    guards.choice("neuron", config.neuron, sorted(NEURONS), error=ValueError)
     options = {"form": config.dlif_form} if config.neuron == "dlif" else {}
     return NEURONS[config.neuron](threshold=config.threshold, leak=config.leak, timesteps=config.timesteps, **options)

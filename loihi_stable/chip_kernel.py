@@ -6,8 +6,8 @@ The definition is Lava's bit-accurate LIF model (lava/proc/lif/models.py,
 
   a[t] = sum_j w_ij s_j[t]                                   (synapse; graded spikes carry payloads;
                                                               a conv synapse wraps a to 24 bits)
-  u[t] = wrap24(decay(u[t-1], iDecay) + (a[t] << 6))         (current; wraps, never saturates)
-  v[t] = clip24(decay(v[t-1], vDecay) + u[t] + (bias << 6))  (voltage; saturates)
+  i[t] = wrap24(decay(i[t-1], iDecay) + (a[t] << 6))         (current; wraps, never saturates)
+  v[t] = clip24(decay(v[t-1], vDecay) + i[t] + (bias << 6))  (voltage; saturates)
   s[t] = v[t] > (vThMant << 6);  v[t] = 0 where s[t]         (strict >, hard reset)
   decay(x, d) = sign(x (4096 - d)) * (|x (4096 - d)| >> 12)  (truncation toward zero)
 
@@ -34,6 +34,7 @@ WRAP = 1 << (STATE_BITS - 1)           # Lava's max_uv_val: the current wraps by
 VOLTAGE_LIMIT = WRAP - 1               # the voltage saturates to [-VOLTAGE_LIMIT, VOLTAGE_LIMIT]
 MAX_VTH_MANT = (1 << 17) - 1           # vThMant is 17-bit unsigned
 MAX_BIAS_MANT = (1 << 12) - 1          # bias_mant is 13-bit signed
+WEIGHT_MIN, WEIGHT_MAX = -256, 254     # 8-bit weights at weight_exp 0: even integers in [-256, 254]
 
 
 @dataclass(frozen=True)
@@ -101,24 +102,24 @@ def cannot_wrap(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.is_floating_point() and (x.numel() == 0 or bool(x.abs().max() < WRAP))
 
 
-def wrap_current(u: torch.Tensor) -> torch.Tensor:
+def wrap_current(current: torch.Tensor) -> torch.Tensor:
     """Lava's 24-bit current wrap, as written there (two one-sided corrections of the unwrapped sum)."""
-    if cannot_wrap(u):
-        return u
-    once = torch.where(u > WRAP, u - 2 * WRAP, u)
-    return torch.where(once <= -WRAP, u + 2 * WRAP, once)
+    if cannot_wrap(current):
+        return current
+    once = torch.where(current > WRAP, current - 2 * WRAP, current)
+    return torch.where(once <= -WRAP, current + 2 * WRAP, once)
 
 
-def current_step(u: torch.Tensor, activation: torch.Tensor, i_decay) -> torch.Tensor:
-    """u[t] from u[t-1] and this step's synaptic sum; iDecay = 4096 makes u[t] = wrap(a << 6)."""
-    if isinstance(i_decay, int) and i_decay == DECAY_UNITY:  # nothing of u[t-1] is kept
+def current_step(current: torch.Tensor, activation: torch.Tensor, i_decay) -> torch.Tensor:
+    """i[t] from i[t-1] and this step's synaptic sum; iDecay = 4096 makes i[t] = wrap(a << 6)."""
+    if isinstance(i_decay, int) and i_decay == DECAY_UNITY:  # nothing of i[t-1] is kept
         return wrap_current(activation_current(activation))
-    return wrap_current(decay(u, i_decay) + activation_current(activation))
+    return wrap_current(decay(current, i_decay) + activation_current(activation))
 
 
-def voltage_step(v: torch.Tensor, u: torch.Tensor, dv, bias=0) -> torch.Tensor:
+def voltage_step(v: torch.Tensor, current: torch.Tensor, dv, bias=0) -> torch.Tensor:
     """v[t] before the spike test: leak, current, bias (bias_mant << 6), 24-bit saturation."""
-    total = decay(v, dv) + u
+    total = decay(v, dv) + current
     if not (isinstance(bias, int) and bias == 0):
         total = total + bias * (1 << BIAS_SHIFT)
     return total.clamp(-VOLTAGE_LIMIT, VOLTAGE_LIMIT)
@@ -139,17 +140,17 @@ def fire(v: torch.Tensor, threshold: int) -> tuple[torch.Tensor, torch.Tensor]:
     return spikes, torch.where(spikes, torch.zeros_like(v), v)
 
 
-def neuron_step(u, v, activation, i_decay, dv, threshold: int, bias=0):
-    """One full step: (u[t], v[t] after reset, s[t], v[t] before reset)."""
-    u = current_step(u, activation, i_decay)
-    v_pre = voltage_step(v, u, dv, bias)
+def neuron_step(current, v, activation, i_decay, dv, threshold: int, bias=0):
+    """One full step: (i[t], v[t] after reset, s[t], v[t] before reset)."""
+    current = current_step(current, activation, i_decay)
+    v_pre = voltage_step(v, current, dv, bias)
     spikes, v = fire(v_pre, threshold)
-    return u, v, spikes, v_pre
+    return current, v, spikes, v_pre
 
 
 # --- interval versions (certification) ---------------------------------------------------
 def current_step_interval(u_lo, u_hi, a_lo, a_hi, i_decay):
-    """Bounds of u[t] and a mask of where the wrap may fire (there the bounds do not hold)."""
+    """Bounds of i[t] and a mask of where the wrap may fire (there the bounds do not hold)."""
     lo = decay(u_lo, i_decay) + activation_current(a_lo)
     hi = decay(u_hi, i_decay) + activation_current(a_hi)
     may_wrap = (hi > WRAP) | (lo <= -WRAP)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -86,7 +85,7 @@ def friendly_errors(command):
             raise
         except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
             if isinstance(err, KeyboardInterrupt) or interrupts.received():
-                say(interrupts.message())
+                say(str(err) if isinstance(err, interrupts.Interrupted) else interrupts.message())
                 raise typer.Exit(130) from None
             if isinstance(err, UserError):
                 say(f"error: {err}")
@@ -134,108 +133,22 @@ def train(
     quiet: bool = QUIET,
 ):
     """Train a LIF/DLIF SNN with MS-MPPD (mixup CE + rho * MS-MPPD); runs under torchrun too."""
-    import torch
+    from .train_job import NetworkSettings, check_training, parse_hidden, train_to_files
+    from .training import TrainConfig
 
-    from .convnets import ARCHS
-    from .data import dataset_info, default_validation_size, load_dataset, split_validation
-    from .models import ModelConfig, build_model
-    from .neurons import NEURONS
-    from .training import TrainConfig, accuracy
-    from .training import RunFiles, train as run_training
-
-    if neuron not in NEURONS:
-        raise UserError(f"unknown neuron '{neuron}': choose one of {', '.join(sorted(NEURONS))}")
-    if arch not in ARCHS:
-        raise UserError(f"unknown --arch '{arch}': choose one of {', '.join(ARCHS)}")
-    if timesteps < 1 or batch_size < 1:
-        raise UserError("--timesteps and --batch-size must be at least 1")
-    try:
-        sizes = [int(h) for h in hidden.split(",") if h.strip()]
-    except ValueError:
-        raise UserError(f"cannot read --hidden '{hidden}': give sizes like 128,64") from None
-    if not sizes or min(sizes) < 1:
-        raise UserError("--hidden needs at least one positive layer size, e.g. 128,64")
-    for size in sizes:
-        guards.integer("--hidden layer size", size, 1, 1 << 20)
-    guards.integer("--timesteps", timesteps, 1, 1024)
-    guards.integer("--batch-size", batch_size, 1, 1 << 20)
-    guards.integer("--epochs", epochs, 1, 100_000)
-    if val_size is not None:
-        guards.integer("--val-size", val_size, 0, 10**7)
-    guards.integer("--seed", seed, 0, guards.MAX_SEED)
-    guards.number("--rho", rho, 0.0, 1e6, fix="the weight of the MS-MPPD term, e.g. 1.0")
-    guards.number("--chi", chi, 0.0, 1.0, fix="the mixup weight of the clean cross-entropy, e.g. 0.5")
-    guards.number("--lr", lr, 0.0, 100.0, low_open=True, fix="e.g. 0.1")
-    guards.number("--leak", leak, 0.0, 1.0, low_open=True, fix="the leak lambda of LIF/DLIF, e.g. 0.99")
-    if rat_beta is not None:
-        guards.number("--rat-beta", rat_beta, 0.0, 1.0, fix="e.g. 0.001")
-    if dlif_form not in ("leak", "input"):
-        raise UserError(f"unknown --dlif-form '{dlif_form}': choose leak or input")
-    if dlif_form == "input" and neuron != "dlif":
-        raise UserError("--dlif-form input is a DLIF form: add --neuron dlif or drop --dlif-form")
-    if dlif_form == "input" and perturb == "ibp":
-        raise UserError("--perturb ibp bounds the leak-form neuron only: use --dlif-form leak")
-    if perturb == "ibp" and arch == "wrn16-4":
-        raise UserError("--perturb ibp bounds MLPs and the VGG family; wrn16-4's analog residual stream is not "
-                        "supported: choose --arch mlp, convnet-s, convnet, vgg5 or vgg11")
-    check_limit(limit)
+    network = NetworkSettings(arch=arch, neuron=neuron, dlif_form=dlif_form, hidden=parse_hidden(hidden),
+                              timesteps=timesteps, leak=leak)
+    network.check(perturb)
+    check_training(batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, limit=limit, rho=rho, chi=chi,
+                   lr=lr, rat_beta=rat_beta)
+    config = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad,
+                         stability_loss=stability_loss, epochs=epochs, lr=lr, seed=seed, batch_size=batch_size, rat=rat,
+                         rat_beta=rat_beta, limit=limit, val_size=val_size, val_eps=parse_eps(val_eps),
+                         data_root=str(data_root) if data_root else None,
+                         train_eps=parse_eps(train_eps) if train_eps is not None else None)
     threads.configure(arch)
-    stem = out.with_suffix("")
-    guards.check_outputs({"--out": out, "--out (last checkpoint)": Path(f"{stem}.last.pt"),
-                          "--out (metrics)": Path(f"{stem}.metrics.json")}, [data_root])
-    use_cuda = _device(device).type == "cuda"
-    info = dataset_info(dataset)
-    train_cfg = TrainConfig(dataset=dataset, perturb=perturb, rho=rho, chi=chi, mppd_grad=mppd_grad,
-                            stability_loss=stability_loss, epochs=epochs,
-                            lr=lr, seed=seed, batch_size=batch_size, rat=rat, rat_beta=rat_beta, augment=info.augment, limit=limit,
-                            val_size=val_size, val_eps=parse_eps(val_eps),
-                            data_root=str(data_root) if data_root else None,
-                            train_eps=parse_eps(train_eps) if train_eps is not None else None)
-    rank, world = sharding.init(use_cuda)
-    target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
-    train_set, test_set = load_dataset(dataset, data_root)
-    train_set, val_set = split_validation(train_set, default_validation_size(len(train_set))
-                                          if val_size is None else val_size)
-    train_cfg.val_size = len(val_set)
-    torch.manual_seed(seed)
-    model_cfg = ModelConfig(in_features=int(train_set.x[0].numel()), hidden=sizes, classes=info.classes,
-                            neuron=neuron, dlif_form=dlif_form, timesteps=timesteps, leak=leak, arch=arch,
-                            input_shape=list(info.input_shape) if arch != "mlp" else None,
-                            mean=list(info.mean) if arch != "mlp" else None,
-                            std=list(info.std) if arch != "mlp" else None)
-    try:
-        model_cfg.validate()
-    except ValueError as err:
-        raise UserError(f"cannot build this network: {err}") from None
-    model = build_model(model_cfg).to(target)
-    if resume and not Path(f"{out.with_suffix('')}.last.pt").exists():
-        raise UserError(f"--resume: no '{out.with_suffix('')}.last.pt' to continue from: start without --resume")
-    start = time.perf_counter()
-    try:
-        history = run_training(model, train_set, train_cfg, progress=not quiet, val_set=val_set, out=out,
-                               resume=resume, extra={"metrics": {}})
-        seconds = time.perf_counter() - start
-        if rank == 0:
-            clean = accuracy(model, test_set)
-            best = history[-1] if history else {}
-            shape = (f"{model_cfg.in_features}-{'-'.join(map(str, sizes))}-{model_cfg.classes}" if arch == "mlp" else arch)
-            typer.echo(f"trained {neuron.upper()} {shape}, T={timesteps}, perturb={perturb}, rho={rho}"
-                       f"{', RAT' if rat else ''} on {dataset} ({len(train_set.head(limit))} samples"
-                       f"{f', {world} processes' if world > 1 else ''}) in {seconds:.1f}s: last-epoch test accuracy "
-                       f"{clean:.4f} ({len(test_set)} samples); best validation {max(r.get('val_clean') or 0 for r in history):.4f} "
-                       f"({len(val_set)} held-out training samples) "
-                       f"-> {out} (best), {out.with_suffix('')}.last.pt, {out.with_suffix('')}.metrics.{{json,csv,png}}"
-                       if best else f"nothing to do: {out.with_suffix('')}.last.pt already has {epochs} epochs")
-            if best and neuron == "dlif":
-                from .training import describe_schedules
-                typer.echo(describe_schedules(best, leak))
-    except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
-        if not (isinstance(err, KeyboardInterrupt) or interrupts.received()):
-            raise
-        say(RunFiles(out).interrupted_message(resume))
-        raise typer.Exit(130) from None
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    for line in train_to_files(out, network, config, _device(device), resume=resume, progress=not quiet):
+        typer.echo(line)
 
 
 def _device(name: str):
@@ -261,7 +174,7 @@ def export(
     """Export a checkpoint to NetX HDF5 with Loihi fixed-point quantization."""
     if to != "netx":
         raise UserError(f"unknown export format '{to}': only 'netx' is supported")
-    from netx_export.export import export_checkpoint
+    from netx_export.compiler.export import export_checkpoint
 
     output = output or checkpoint.with_suffix(".net")
     guards.check_outputs({"--output": output}, [checkpoint])
@@ -308,10 +221,10 @@ def run(
     eps_value = parse_eps(eps)  # the checks that need no library first
     check_limit(limit)
     guards.check_outputs({"--json": json_out}, [network, transfer_from])
-    from netx_export.backends import check_backend
-    from netx_export.deploy import compare
-    from netx_export.lava_runner import resolve_dlif_schedule
-    from netx_export.netx_file import read_netx
+    from netx_export.runtime.backends import check_backend
+    from netx_export.analysis.deploy import compare
+    from netx_export.runtime.lava_runner import resolve_dlif_schedule
+    from netx_export.fileformat.netx_file import read_netx
 
     from .attacks.registry import suite_description
     from .io import write_json
@@ -325,7 +238,7 @@ def run(
     threads.configure(spec.arch)
     source = None
     if transfer_from is not None:
-        from netx_export.export import model_from_checkpoint
+        from netx_export.compiler.export import model_from_checkpoint
 
         from .io import load_checkpoint
         source = model_from_checkpoint(load_checkpoint(transfer_from))
@@ -388,7 +301,7 @@ def evaluate_command(
     quiet: bool = QUIET,
 ):
     """Robust accuracy: the worst case per sample over an attack suite, each attack's accuracy, per-layer MS-MPPD."""
-    from netx_export.export import model_from_checkpoint
+    from netx_export.compiler.export import model_from_checkpoint
 
     from .attacks import CASCADE_SUITES, load_suite
     from .attacks.registry import suite_description
@@ -477,9 +390,9 @@ def check_command(
     quiet: bool = QUIET,
 ):
     """Compare membrane potential perturbations and accuracy of the float model and the chip."""
-    from netx_export.backends import check_backend
-    from netx_export.checker import check, plot_check
-    from netx_export.export import model_from_checkpoint, spec_for
+    from netx_export.runtime.backends import check_backend
+    from netx_export.analysis.checker import check, plot_check
+    from netx_export.compiler.export import model_from_checkpoint, spec_for
 
     from .attacks import CASCADE_SUITES
 
@@ -541,7 +454,7 @@ def certify_command(
     quiet: bool = QUIET,
 ):
     """Verified accuracy (S-IBP / S-CROWN) next to clean and PGD accuracy, for the float model and the chip."""
-    from netx_export.export import model_from_checkpoint, spec_for
+    from netx_export.compiler.export import model_from_checkpoint, spec_for
 
     from .certify import certify
     from .data import checkpoint_test_split
@@ -569,11 +482,14 @@ def certify_command(
     test = checkpoint_test_split(payload, data_root, limit)
     chip_model = None
     if not dense and spec is not None:
-        from netx_export.chip_model import grid_model
+        from netx_export.analysis.chip_model import grid_model
 
         chip_model = grid_model(spec, model).to(target)  # clean and PGD of what the chip runs
-    result = certify(model.to(target), test.x.to(target), test.y.to(target), eps_value, method, spec=spec,
-                     progress=not quiet, check_points=points, crown_steps=crown_steps, chip_model=chip_model,
+    from netx_export.analysis.chip_certificate import certifier
+
+    result = certify(model.to(target), test.x.to(target), test.y.to(target), eps_value, method,
+                     chip_certificate=certifier(spec, points) if spec is not None else None,
+                     progress=not quiet, crown_steps=crown_steps, chip_model=chip_model,
                      batch_size=batch_size, tighten=tighten)
     train_cfg = payload.get("train_config", {})
     config = payload["model_config"]

@@ -36,7 +36,7 @@ def unfold(x: torch.Tensor, steps: int) -> torch.Tensor:
 def conv_neuron(config):
     """A LIF/DLIF for conv networks: plain float updates (they are quantized only at export)."""
     neuron = make_neuron(config)
-    neuron.arithmetic = "grid"
+    neuron.arithmetic = "quantized"
     return neuron
 
 

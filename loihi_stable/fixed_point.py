@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import chip_kernel as kernel
+from . import chip_kernel as kernel, guards
 from .chip_kernel import DECAY_BITS, DECAY_UNITY, MAX_VTH_MANT  # noqa: F401  (re-exported grids)
 
 WEIGHT_SCALE = 1 << 6        # slayer's w_scale: weights are stored x64 (even ints in [-256, 254])
@@ -25,14 +25,13 @@ INPUT_MESSAGE_BITS = 8       # ... of 8 bits; the first layer computes W p unshi
 # How a model computes; every neuron, synapse and encoder holds one of these (no global switch):
 #   chip:  the chip's grids (8-bit weights, 1/64 inputs, 12-bit decays) and its integer voltage
 #          update (``chip_kernel``): values bit-exact to Loihi (dense networks train this way);
-#   grid:  the grids, with a float voltage update (conv networks, quantized whole at export);
+#   quantized: the grids, with a float voltage update (conv networks, quantized whole at export);
 #   float: plain float32, no grids: the float twin reports and checks compare against.
-ARITHMETIC = ("chip", "grid", "float")
+ARITHMETIC = ("chip", "quantized", "float")
 
 
 def check_arithmetic(mode: str) -> str:
-    if mode not in ARITHMETIC:
-        raise ValueError(f"unknown arithmetic '{mode}': choose one of {', '.join(ARITHMETIC)}")
+    guards.choice("arithmetic", mode, ARITHMETIC, error=ValueError)
     return mode
 
 
@@ -45,7 +44,7 @@ def quantize_weight(weight: torch.Tensor, descale: bool = False, enabled: bool =
 
     if not enabled and not descale:
         return weight
-    q = quantize(weight, step=2 / WEIGHT_SCALE).clamp(-256 / WEIGHT_SCALE, 254 / WEIGHT_SCALE)
+    q = quantize(weight, step=2 / WEIGHT_SCALE).clamp(kernel.WEIGHT_MIN / WEIGHT_SCALE, kernel.WEIGHT_MAX / WEIGHT_SCALE)
     return q * WEIGHT_SCALE if descale else q
 
 

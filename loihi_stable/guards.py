@@ -31,6 +31,13 @@ def number(name: str, value: float, low: float | None = None, high: float | None
     return value
 
 
+def choice(name: str, value, choices, error=UserError):
+    """``value`` if it is one of ``choices``, else one line naming them all (an unknown attack, backend, ...)."""
+    if value not in choices:
+        raise error(f"unknown {name} '{value}': choose one of {', '.join(map(str, choices))}")
+    return value
+
+
 def integer(name: str, value: Optional[int], low: int, high: int | None = None) -> Optional[int]:
     if value is not None and (value < low or (high is not None and value > high)):
         raise UserError(f"{name} must be an integer in [{low}, {'inf' if high is None else high}], got {value}")

@@ -21,6 +21,10 @@ _deferring = 0
 _written: list[str] = []
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that knows better than ``message()`` what the interrupted work left (e.g. ``--resume``)."""
+
+
 def _on_sigint(signum, frame):
     global _received
     _received = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from lava.lib.dl.slayer.neuron.base import Neuron as SlayerNeuron
 
-from . import chip_kernel as kernel, fixed_point as fx, surrogates
+from . import chip_kernel as kernel, fixed_point as fx, guards, surrogates
 
 
 class TriangleSpike(torch.autograd.Function):
@@ -129,13 +129,12 @@ class DLIF(SlayerNeuron):
         self.leak = float(leak)
         self.timesteps = int(timesteps)
         self.surrogate_width = float(surrogate_width)
-        # fixed_point.ARITHMETIC: "chip" for networks that ship bit-exact (dense), "grid" for conv
+        # fixed_point.ARITHMETIC: "chip" for networks that ship bit-exact (dense), "quantized" for conv
         # networks (quantized whole at export), "float" for the float twin
         self.arithmetic = fx.check_arithmetic(arithmetic)
         # graded payload per 1.0 of input (64 in a layer fed pixels): sets the layer's state grid
         self.payload_scale = 1
-        if form not in DLIF_FORMS:
-            raise ValueError(f"unknown DLIF form '{form}': choose one of {', '.join(DLIF_FORMS)}")
+        guards.choice("DLIF form", form, DLIF_FORMS, error=ValueError)
         self.form = form
         scale = torch.ones(self.timesteps - 1)  # a[1..T-1]
         if learn_leak_scale and form == "leak":

@@ -15,6 +15,11 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    """This process's index on its machine (its GPU under torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main() -> bool:
     return world()[0] == 0
 
@@ -29,7 +34,7 @@ def init(use_cuda: bool = False) -> tuple[int, int]:
 
     if not dist.is_initialized():
         if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import guards
+
 SHAPES = ("triangle", "sigmoid", "rectangle", "arctan", "exponential", "ste", "rate")
 SHARPNESS_RANGE = (0.05, 100.0)
 
@@ -31,8 +33,7 @@ class Backward:
     detach_reset: bool = False
 
     def __post_init__(self):
-        if self.shape not in SHAPES:
-            raise ValueError(f"unknown surrogate '{self.shape}': choose one of {', '.join(SHAPES)}")
+        guards.choice("surrogate", self.shape, SHAPES, error=ValueError)
         low, high = SHARPNESS_RANGE
         if not (isinstance(self.sharpness, (int, float)) and math.isfinite(self.sharpness)
                 and low <= self.sharpness <= high):

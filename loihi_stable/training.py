@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from .progress import progress_bar
 
+from . import guards
 from .attacks import RFGSM, GaussianNoise
 from .data import Split
 from .errors import UserError
@@ -56,12 +57,9 @@ class TrainConfig:
     data_root: str | None = None    # folder of fashion-mnist / CIFAR files
 
     def __post_init__(self):
-        if self.perturb not in PERTURBATIONS:
-            raise UserError(f"unknown perturbation '{self.perturb}': choose one of {', '.join(PERTURBATIONS)}")
-        if self.mppd_grad not in MPPD_GRADIENTS:
-            raise UserError(f"unknown --mppd-grad '{self.mppd_grad}': choose one of {', '.join(MPPD_GRADIENTS)}")
-        if self.stability_loss not in STABILITY_LOSSES:
-            raise UserError(f"unknown --stability-loss '{self.stability_loss}': choose one of {', '.join(STABILITY_LOSSES)}")
+        guards.choice("perturbation", self.perturb, PERTURBATIONS)
+        guards.choice("--mppd-grad", self.mppd_grad, MPPD_GRADIENTS)
+        guards.choice("--stability-loss", self.stability_loss, STABILITY_LOSSES)
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.rho < 0 or not 0.0 <= self.chi <= 1.0:
@@ -112,29 +110,54 @@ def ibp_loss(model: SpikingMLP, x, y, schedule: IBPSchedule) -> tuple[torch.Tens
     return loss, {"ce_clean": ce_clean.item(), "ce_ibp": ce_robust.item(), "eps_255": schedule.eps * 255}
 
 
-def make_perturbation(model, config: TrainConfig):
-    if config.perturb == "ibp":
-        return IBPSchedule(config.train_eps, config.chi)
-    if config.perturb == "rfgsm":
-        return RFGSM(model, eps=config.train_eps, seed=None)
-    if config.perturb == "gaussian":
-        return GaussianNoise(model, eps=config.train_eps, clamp=False, seed=None)
-    return None
+class MixupObjective:
+    """Natural, Gaussian or adversarial training: a perturbed copy of each batch, then ``_mixup_loss``."""
+
+    def __init__(self, model, config: TrainConfig):
+        self.model, self.config = model, config
+        self.perturbation = {"rfgsm": lambda: RFGSM(model, eps=config.train_eps, seed=None),
+                             "gaussian": lambda: GaussianNoise(model, eps=config.train_eps, clamp=False, seed=None),
+                             }.get(config.perturb, lambda: None)()
+
+    def at(self, progress: float) -> None:
+        """Fraction of training done (the mixup objective does not change with it)."""
+
+    def perturb(self, x, y):
+        return self.perturbation(x, y) if self.perturbation is not None else None
+
+    def loss(self, x, y, x_pert):
+        return _mixup_loss(self.model, x, y, x_pert, self.config)
+
+
+class IBPObjective:
+    """Certified training: no perturbed batch, the S-IBP worst case at the ramped eps instead."""
+
+    def __init__(self, model, config: TrainConfig):
+        self.model, self.schedule = model, IBPSchedule(config.train_eps, config.chi)
+
+    def at(self, progress: float) -> None:
+        self.schedule.progress = progress
+
+    def perturb(self, x, y):
+        return None
+
+    def loss(self, x, y, x_pert):
+        return ibp_loss(self.model, x, y, self.schedule)
+
+
+def make_objective(model, config: TrainConfig):
+    return (IBPObjective if config.perturb == "ibp" else MixupObjective)(model, config)
 
 
 class TrainingLoss(torch.nn.Module):
     """The whole loss as one module, so that DistributedDataParallel sees one forward per step."""
 
-    def __init__(self, model, perturbation, config: TrainConfig):
+    def __init__(self, model, objective):
         super().__init__()
-        self.model, self.perturbation, self.config = model, perturbation, config
+        self.model, self.objective = model, objective
 
     def forward(self, x, y, x_pert=None):
-        if isinstance(self.perturbation, IBPSchedule):
-            loss, parts = ibp_loss(self.model, x, y, self.perturbation)
-        else:
-            loss, parts = _mixup_loss(self.model, x, y, x_pert, self.config)
-        return loss, parts
+        return self.objective.loss(x, y, x_pert)
 
 
 def _forward_with_spikes(model, x, want_spikes: bool):
@@ -300,6 +323,134 @@ class RunFiles:
         plot_training(history, self.png, title)
 
 
+class Trainer:
+    """One training run's state: optimizer, cosine schedule, AMP scaler, objective, history, files."""
+
+    def __init__(self, model, train_set: Split, config: TrainConfig, out=None, extra: dict | None = None):
+        self.rank, self.world = _distributed()
+        self.model, self.config, self.extra = model, config, extra or {}
+        self.device = next(model.parameters()).device
+        torch.manual_seed(config.seed)
+        self.train_set = train_set.head(config.limit)
+        if config.rat_beta is None:
+            from .regularizers import default_rat_beta
+            config.rat_beta = default_rat_beta(config.dataset, model.config.arch)
+        schedules = ("leak_scale", "input_scale")
+        leak = [p for n, p in model.named_parameters() if n.endswith(schedules)]
+        weights = [p for n, p in model.named_parameters() if not n.endswith(schedules)]
+        self.optimizer = torch.optim.SGD([{"params": weights, "weight_decay": config.weight_decay},
+                                          {"params": leak, "weight_decay": 0.0}],
+                                         lr=config.lr, momentum=config.momentum)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.epochs * self.steps_per_epoch)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.objective = make_objective(model, config)
+        self.loss = TrainingLoss(model, self.objective)
+        if self.world > 1:
+            self.loss = torch.nn.parallel.DistributedDataParallel(self.loss, find_unused_parameters=False)
+        self.files = RunFiles(out) if out is not None else None
+        self.history: list[dict] = []
+        self.best, self.best_epoch, self.start_epoch = -1.0, 0, 0
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    def resume(self) -> None:
+        """Continue from ``<out>.last.pt`` where there is one: weights, optimizer, schedule, RNG, history."""
+        from .io import load_checkpoint
+
+        if self.files is None or not self.files.last.exists():
+            return
+        state = load_checkpoint(self.files.last)
+        try:
+            self.model.load_state_dict(state["state_dict"])
+        except (RuntimeError, KeyError):
+            raise UserError(f"--resume: '{self.files.last}' holds another network (other --arch, --hidden, --neuron or "
+                            "--timesteps): resume with the options it was trained with, or start without --resume") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history, self.best, self.start_epoch = state["history"], state["best_accuracy"], state["epoch"]
+        self.best_epoch = (state.get("metrics") or {}).get("best_epoch", 0)
+        restore_rng_state(state.get("rng"))
+
+    def progress_bar(self, progress: bool):
+        return progress_bar(total=(self.config.epochs - self.start_epoch) * self.steps_per_epoch, desc="train",
+                            unit="batch", disable=not progress or self.rank != 0)
+
+    def batches(self, epoch: int):
+        """This process's share of each batch of ``epoch``, in an order that a resume repeats."""
+        self.generator.manual_seed(self.config.seed * 100003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=self.generator)
+        for i in range(0, len(self.train_set), self.config.batch_size):
+            idx = order[i:i + self.config.batch_size][self.rank::self.world]
+            x, y = self.train_set.x[idx].to(self.device), self.train_set.y[idx].to(self.device)
+            if self.config.augment:
+                from .data import augment
+                x = augment(x, self.generator)
+            yield (epoch + i / len(self.train_set)) / self.config.epochs, x, y
+
+    def step(self, x, y) -> tuple[torch.Tensor, dict]:
+        """One optimizer step, then the RAT retraction and the neurons' clamps."""
+        from .regularizers import rat_step
+
+        x_pert = self.objective.perturb(x, y)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss, parts = self.loss(x, y, x_pert)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.config.rat:
+            rat_step(self.model, self.config.rat_beta)
+        for neuron in self.model.spiking_neurons:
+            neuron.clamp()
+        return loss, parts
+
+    def train_epoch(self, epoch: int, bar) -> dict:
+        started = time.perf_counter()
+        self.model.train()
+        sums: dict[str, float] = {}
+        for progress, x, y in self.batches(epoch):
+            self.objective.at(progress)
+            loss, parts = self.step(x, y)
+            for key, value in {"loss": loss.item(), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
+        return {"epoch": epoch + 1, **{k: v / self.steps_per_epoch for k, v in sums.items()},
+                "lr": self.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
+                "world_size": self.world}
+
+    def validate(self, row: dict, val_set: Split) -> None:
+        """Clean and PGD-10 accuracy on the held-out samples (rank 0 only)."""
+        if self.rank == 0:
+            row["val_clean"] = accuracy(self.model, val_set)
+            row["val_pgd"] = robust_accuracy(self.model, val_set, self.config.val_eps) if self.config.val_eps > 0 else None
+
+    def end_epoch(self, row: dict) -> None:
+        """Record the epoch; write the best and last checkpoints with the metrics (rank 0)."""
+        row.update(learned_schedules(self.model))
+        self.history.append(row)
+        if self.files is not None and self.rank == 0:
+            is_best = row.get("val_clean") is None or row["val_clean"] > self.best
+            if is_best:
+                self.best = row.get("val_clean", self.best)
+                self.best_epoch = row["epoch"]
+            config, model = self.config, self.model
+            payload = {**self.extra, "model_config": model.config.to_dict(), "train_config": config.to_dict(),
+                       "state_dict": model.state_dict(), "history": self.history,
+                       "metrics": {"best_val_clean": self.best, "best_epoch": self.best_epoch}}
+            resume_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                            "scaler": self.scaler.state_dict(), "epoch": row["epoch"], "best_accuracy": self.best,
+                            "rng": rng_state()}
+            self.files.write_epoch(payload, resume_state, is_best,
+                                   f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
+                                   f"rho={config.rho}{', RAT' if config.rat else ''}")
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
 def train(model, train_set: Split, config: TrainConfig, progress: bool = True, val_set: Split | None = None,
           out: str | os.PathLike | None = None, resume: bool = False, extra: dict | None = None) -> list[dict]:
     """SGD with momentum and cosine decay; returns per-epoch metrics.
@@ -309,103 +460,15 @@ def train(model, train_set: Split, config: TrainConfig, progress: bool = True, v
     scheduler and RNG state, for ``resume``) beside it, with the metrics.
     Under torchrun each process trains on its share of every batch (DistributedDataParallel).
     """
-    from .io import load_checkpoint
-    from .regularizers import rat_step
-
-    rank, world = _distributed()
-    device = next(model.parameters()).device
-    torch.manual_seed(config.seed)
-    train_set = train_set.head(config.limit)
-    if config.rat_beta is None:
-        from .regularizers import default_rat_beta
-        config.rat_beta = default_rat_beta(config.dataset, model.config.arch)
-    schedules = ("leak_scale", "input_scale")
-    leak = [p for n, p in model.named_parameters() if n.endswith(schedules)]
-    weights = [p for n, p in model.named_parameters() if not n.endswith(schedules)]
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": config.weight_decay},
-                                 {"params": leak, "weight_decay": 0.0}],
-                                lr=config.lr, momentum=config.momentum)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    perturbation = make_perturbation(model, config)
-    loss_module = TrainingLoss(model, perturbation, config)
-    if world > 1:
-        loss_module = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=False)
-    files = RunFiles(out) if out is not None else None
-    history: list[dict] = []
-    best, best_epoch, start_epoch = -1.0, 0, 0
-    if resume and files is not None and files.last.exists():
-        state = load_checkpoint(files.last)
-        try:
-            model.load_state_dict(state["state_dict"])
-        except (RuntimeError, KeyError):
-            raise UserError(f"--resume: '{files.last}' holds another network (other --arch, --hidden, --neuron or "
-                            "--timesteps): resume with the options it was trained with, or start without --resume") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, best, start_epoch = state["history"], state["best_accuracy"], state["epoch"]
-        best_epoch = (state.get("metrics") or {}).get("best_epoch", 0)
-        restore_rng_state(state.get("rng"))
+    trainer = Trainer(model, train_set, config, out, extra)
+    if resume:
+        trainer.resume()
     if val_set is not None and len(val_set) == 0:
         val_set = None  # no hold-out: the best checkpoint is the last one
-    generator = torch.Generator().manual_seed(config.seed)
-    bar = progress_bar(total=(config.epochs - start_epoch) * steps_per_epoch, desc="train", unit="batch",
-               disable=not progress or rank != 0)
-    with bar:  # closed (its line ended) also when Ctrl-C or an error ends the loop
-        for epoch in range(start_epoch, config.epochs):
-            started = time.perf_counter()
-            model.train()
-            generator.manual_seed(config.seed * 100003 + epoch)  # the same order after a resume
-            order = torch.randperm(len(train_set), generator=generator)
-            sums: dict[str, float] = {}
-            for i in range(0, len(train_set), config.batch_size):
-                idx = order[i:i + config.batch_size][rank::world]
-                x, y = train_set.x[idx].to(device), train_set.y[idx].to(device)
-                if config.augment:
-                    from .data import augment
-                    x = augment(x, generator)
-                if isinstance(perturbation, IBPSchedule):
-                    perturbation.progress = (epoch + i / len(train_set)) / config.epochs
-                x_pert = perturbation(x, y) if perturbation is not None and not isinstance(perturbation, IBPSchedule) else None
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, parts = loss_module(x, y, x_pert)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if config.rat:
-                    rat_step(model, config.rat_beta)
-                for neuron in model.spiking_neurons:
-                    neuron.clamp()
-                for key, value in {"loss": loss.item(), **parts}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
-            row = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
-                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3),
-                   "world_size": world}
-            if val_set is not None and rank == 0:
-                row["val_clean"] = accuracy(model, val_set)
-                row["val_pgd"] = robust_accuracy(model, val_set, config.val_eps) if config.val_eps > 0 else None
-            row.update(learned_schedules(model))
-            history.append(row)
-            if files is not None and rank == 0:
-                is_best = row.get("val_clean") is None or row["val_clean"] > best
-                if is_best:
-                    best = row.get("val_clean", best)
-                    best_epoch = epoch + 1
-                payload = {**(extra or {}), "model_config": model.config.to_dict(), "train_config": config.to_dict(),
-                           "state_dict": model.state_dict(), "history": history,
-                           "metrics": {"best_val_clean": best, "best_epoch": best_epoch}}
-                files.write_epoch(payload, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                            "scaler": scaler.state_dict(), "epoch": epoch + 1, "best_accuracy": best,
-                                            "rng": rng_state()}, is_best,
-                                  f"{model.config.neuron.upper()} {model.config.arch}, {config.perturb}, "
-                                  f"rho={config.rho}{', RAT' if config.rat else ''}")
-            if world > 1:
-                torch.distributed.barrier()
-    return history
+    with trainer.progress_bar(progress) as bar:  # closed (its line ended) also when Ctrl-C or an error ends the loop
+        for epoch in range(trainer.start_epoch, config.epochs):
+            row = trainer.train_epoch(epoch, bar)
+            if val_set is not None:
+                trainer.validate(row, val_set)
+            trainer.end_epoch(row)
+    return trainer.history

@@ -39,7 +39,7 @@ def dlif_checkpoint(digits):
 @pytest.fixture(scope="module")
 def dlif_model(dlif_checkpoint):
     """The digits DLIF MLP, rebuilt from its checkpoint (a fresh one per test module)."""
-    from netx_export.export import model_from_checkpoint
+    from netx_export.compiler.export import model_from_checkpoint
     return model_from_checkpoint(dlif_checkpoint)
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from loihi_stable import chip_kernel as kernel
 from loihi_stable import surrogates
 from loihi_stable.neurons import triangle_spike
-from netx_export.netx_file import LayerSpec, NetSpec, encode_inputs
+from netx_export.fileformat.netx_file import LayerSpec, NetSpec, encode_inputs
 
 def unwrapped_sum(layer: LayerSpec, signal: torch.Tensor, weight: np.ndarray | None = None) -> torch.Tensor:
     """W s (int64) for one layer, a matmul or a convolution, before any wrap."""

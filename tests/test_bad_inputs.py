@@ -19,8 +19,8 @@ from loihi_stable.cli import app
 from loihi_stable.errors import UserError
 from loihi_stable.io import save_checkpoint
 from loihi_stable.models import build_model, ModelConfig
-from netx_export.export import write_netx
-from netx_export.netx_file import EXTENSION_GROUP, content_digest, read_netx
+from netx_export.compiler.export import write_netx
+from netx_export.fileformat.netx_file import EXTENSION_GROUP, content_digest, read_netx
 
 runner = CliRunner()
 

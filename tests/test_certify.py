@@ -7,13 +7,13 @@ import torch
 from loihi_stable import fixed_point as fx
 from loihi_stable.certify import (Box, crown_margin_lower_bound, ibp_bounds, margin_lower_bound,
                                   module_bounds, spike_input_bounds, verified)
-from netx_export.chip_certificate import chip_bounds, check_chip_certificate, sample_ball
+from netx_export.analysis.chip_certificate import chip_bounds, check_chip_certificate, sample_ball
 from loihi_stable.certify.scrown import _reset_relaxation, _spike_relaxation, tightened_bounds
 from loihi_stable.certify.sibp import forward_spikes
 from loihi_stable.certify.verify import certify
 from loihi_stable.models import ModelConfig, build_model
-from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.netx_file import read_netx
+from netx_export.compiler.export import model_from_checkpoint, write_netx
+from netx_export.fileformat.netx_file import read_netx
 
 EPS = 8 / 255
 MODES = {"chip": "chip", "float": "float"}  # the model's arithmetic (fixed_point.ARITHMETIC)
@@ -163,7 +163,7 @@ def test_ibp_training_raises_verified_accuracy(digits, natural_checkpoint, ibp_c
 
 @pytest.mark.lava
 def test_chip_bounds_hold_on_lava(tmp_path, digits, dlif_checkpoint):
-    from netx_export.lava_runner import run_network
+    from netx_export.runtime.lava_runner import run_network
 
     model = model_from_checkpoint(dlif_checkpoint)
     write_netx(model, dlif_checkpoint, tmp_path / "m.net")
@@ -203,7 +203,7 @@ def test_chip_certificate_is_sound_when_a_wide_readout_fires():
     resets, so the exact-integration margin would claim the wrong class. The certificate must not."""
     from test_emulator import overflow_spec
 
-    from netx_export.emulator import emulate
+    from netx_export.runtime.emulator import emulate
 
     spec = overflow_spec(100)
     x = np.random.default_rng(1).random((6, 64)).astype(np.float32)

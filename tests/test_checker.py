@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from loihi_stable.cli import app
 from loihi_stable.io import save_checkpoint
-from netx_export.checker import check, chip_currents
-from netx_export.emulator import emulate
-from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.netx_file import read_netx
+from netx_export.analysis.checker import check, chip_currents
+from netx_export.runtime.emulator import emulate
+from netx_export.compiler.export import model_from_checkpoint, write_netx
+from netx_export.fileformat.netx_file import read_netx
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from loihi_stable.cli import app
 from loihi_stable.io import save_checkpoint
-from netx_export.chip_model import ChipModel
-from netx_export.emulator import emulate
-from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.netx_file import read_netx
+from netx_export.analysis.chip_model import ChipModel
+from netx_export.runtime.emulator import emulate
+from netx_export.compiler.export import model_from_checkpoint, write_netx
+from netx_export.fileformat.netx_file import read_netx
 
 
 def exported(tmp_path, checkpoint, name="c.net"):
@@ -89,7 +89,7 @@ def test_conv_chip_certificate_holds(tmp_path, conv_lif_checkpoint):
 @pytest.mark.lava
 @pytest.mark.parametrize("neuron", ["lif", "dlif"])
 def test_conv_emulator_matches_lava_voltage_for_voltage(tmp_path, digits, neuron, request):
-    from netx_export.lava_runner import run_network
+    from netx_export.runtime.lava_runner import run_network
 
     _, spec = exported(tmp_path, request.getfixturevalue(f"conv_{neuron}_checkpoint"))
     x = digits[1].x[:6].numpy()
@@ -106,7 +106,7 @@ def test_conv_emulator_matches_lava_on_a_random_vgg(tmp_path):
     """Pooling folded into a 6x6 stride-2 conv, BatchNorm biases, DLIF schedules, 3 input channels."""
     from test_folding import checkpoint_of, randomized
 
-    from netx_export.lava_runner import run_network
+    from netx_export.runtime.lava_runner import run_network
 
     model = randomized("vgg5", (3, 8, 8), [0.45, 0.5, 0.55], [0.25, 0.25, 0.25])
     write_netx(model, checkpoint_of(model, "cifar10"), tmp_path / "v.net")
@@ -123,7 +123,7 @@ def test_conv_emulator_matches_lava_on_a_random_vgg(tmp_path):
 def test_stock_netx_runs_a_conv_file_as_run_does(tmp_path, digits, conv_lif_checkpoint):
     from test_lava import run_with_stock_netx
 
-    from netx_export.lava_runner import run_network
+    from netx_export.runtime.lava_runner import run_network
 
     _, spec = exported(tmp_path, conv_lif_checkpoint)
     x = digits[1].x[:8].numpy()

@@ -5,7 +5,7 @@ import torch
 import torchattacks  # the cross-check peer, installed by make setup
 
 from loihi_stable.attacks import APGD, FGSM, PGD
-from netx_export.export import model_from_checkpoint
+from netx_export.compiler.export import model_from_checkpoint
 
 EPS = 16 / 255  # large enough on 8x8 digits that every attack bites
 

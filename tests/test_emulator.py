@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from netx_export.emulator import emulate
-from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.lava_runner import run_network
-from netx_export.netx_file import LayerSpec, NetSpec, read_netx
+from netx_export.runtime.emulator import emulate
+from netx_export.compiler.export import model_from_checkpoint, write_netx
+from netx_export.runtime.lava_runner import run_network
+from netx_export.fileformat.netx_file import LayerSpec, NetSpec, read_netx
 
 
 def random_spec(seed: int, dlif: bool, sizes=(64, 24, 16, 10), timesteps=6) -> NetSpec:

@@ -6,12 +6,12 @@ import torch
 
 import step_major_reference as reference
 from loihi_stable import chip_kernel as kernel
-from netx_export.chip_certificate import chip_bounds
-from netx_export.chip_model import ChipModel
-from netx_export.chip_unroll import FLOAT32_EXACT, sum_bound, sum_dtype, synaptic_sum, weight_tensor
-from netx_export.emulator import emulate
-from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx
+from netx_export.analysis.chip_certificate import chip_bounds
+from netx_export.analysis.chip_model import ChipModel
+from netx_export.runtime.chip_unroll import FLOAT32_EXACT, sum_bound, sum_dtype, synaptic_sum, weight_tensor
+from netx_export.runtime.emulator import emulate
+from netx_export.compiler.export import model_from_checkpoint, write_netx
+from netx_export.fileformat.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx
 
 
 def _random_vgg(tmp_path):

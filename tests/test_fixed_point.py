@@ -4,11 +4,11 @@ import numpy as np
 import torch
 
 from loihi_stable import fixed_point as fx
-from netx_export.export import model_from_checkpoint, write_netx
+from netx_export.compiler.export import model_from_checkpoint, write_netx
 
 
 def test_input_payload_round_trip():
-    from netx_export.netx_file import NetSpec, encode_inputs
+    from netx_export.fileformat.netx_file import NetSpec, encode_inputs
 
     x = torch.rand(100, 64)
     x[0, :3] = torch.tensor([-0.2, 1.3, 0.5])

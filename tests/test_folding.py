@@ -6,8 +6,8 @@ import torch
 from loihi_stable.errors import UserError
 from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from loihi_stable.models import ModelConfig, build_model
-from netx_export.export import write_netx
-from netx_export.folding import fold_model, run_folded
+from netx_export.compiler.export import write_netx
+from netx_export.compiler.folding import fold_model, run_folded
 
 
 def randomized(arch, shape, mean, std):
@@ -68,7 +68,7 @@ def checkpoint_of(model, dataset: str = "digits") -> dict:
 
 
 def test_a_conv_export_reads_back_as_chip_layers(tmp_path):
-    from netx_export.netx_file import encode_inputs, read_netx
+    from netx_export.fileformat.netx_file import encode_inputs, read_netx
 
     model = randomized("convnet-s", (1, 8, 8), [0.0], [1.0])
     write_netx(model, checkpoint_of(model), tmp_path / "c.net")

@@ -9,7 +9,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import torch
-    from netx_export.lava_session import run_in_own_group
+    from netx_export.runtime.lava_session import run_in_own_group
 
     torch.set_num_threads(2)
     x = torch.rand(4_000_000)

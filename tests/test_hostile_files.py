@@ -11,7 +11,7 @@ from loihi_stable.data import load_cifar
 from loihi_stable.errors import UserError
 from loihi_stable.io import save_checkpoint
 from loihi_stable.models import ModelConfig, build_model
-from netx_export.export import write_netx
+from netx_export.compiler.export import write_netx
 
 runner = CliRunner()
 
@@ -109,8 +109,8 @@ def test_weights_are_stored_narrow_and_compressed_and_read_back_exactly(tmp_path
     """int16 + gzip (the file VGG11 needs): the same integers as the int32 file stock NetX read before."""
     import h5py
 
-    from netx_export.export import model_from_checkpoint, write_netx
-    from netx_export.netx_file import read_netx, write_netx_file
+    from netx_export.compiler.export import model_from_checkpoint, write_netx
+    from netx_export.fileformat.netx_file import read_netx, write_netx_file
 
     spec = write_netx(model_from_checkpoint(dlif_checkpoint), dlif_checkpoint, tmp_path / "new.net")
     write_netx_file(spec, tmp_path / "old.net", weight_dtype=np.int32, weight_storage={})

@@ -176,5 +176,5 @@ def test_commands_interrupted_at_any_moment_write_nothing_half_made(tmp_path, mo
         if path.exists() and name.endswith(".json"):
             json.loads(path.read_text())
         if path.exists() and name.endswith(".net"):
-            from netx_export.netx_file import read_netx
+            from netx_export.fileformat.netx_file import read_netx
             read_netx(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import exported
-from netx_export.lava_session import RECORD_PREFIX, SHM_DIR, remove_stale_segments
+from netx_export.runtime.lava_session import RECORD_PREFIX, SHM_DIR, remove_stale_segments
 
 CLI = Path(sys.executable).parent / "loihi-stable"
 
@@ -126,7 +126,7 @@ def test_semaphores_are_recorded_before_they_exist(tmp_path):
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
 def test_sem_open_temps_left_by_a_kill_are_swept_and_older_files_kept():
-    from netx_export.lava_session import remove_sem_open_temps
+    from netx_export.runtime.lava_session import remove_sem_open_temps
 
     since = time.time()
     left = SHM_DIR / "sem.Zq9xY2"  # the shape glibc gives a temp file; "sem.mp-..." names are longer

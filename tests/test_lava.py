@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from loihi_stable import fixed_point as fx
 from loihi_stable.cli import app
-from netx_export.export import model_from_checkpoint, write_netx
-from netx_export.lava_runner import run_network
-from netx_export.netx_file import read_netx
+from netx_export.compiler.export import model_from_checkpoint, write_netx
+from netx_export.runtime.lava_runner import run_network
+from netx_export.fileformat.netx_file import read_netx
 
 pytestmark = pytest.mark.lava
 
@@ -64,7 +64,7 @@ def test_dlif_schedule_matters_on_chip(tmp_path, digits, dlif_checkpoint):
 def test_host_set_dlif_schedule_matches_the_process(tmp_path, digits, dlif_checkpoint):
     """Loihi2HwCfg's path, run on the simulator: stock LIFReset neurons whose dv the host sets
     before every step reproduce the DLIFReset process (and so the float model) bit for bit."""
-    from netx_export.emulator import emulate
+    from netx_export.runtime.emulator import emulate
 
     model = model_from_checkpoint(dlif_checkpoint)
     write_netx(model, dlif_checkpoint, tmp_path / "m.net")
@@ -185,7 +185,7 @@ def test_stock_netx_reproduces_run_bit_for_bit(tmp_path, digits, lif_checkpoint)
 
 def test_stock_netx_on_a_dlif_file_is_what_export_measures(tmp_path, digits, dlif_checkpoint):
     """export's DLIF deviation report emulates stock NetX as one averaged vDecay per layer: so it does."""
-    from netx_export.emulator import emulate
+    from netx_export.runtime.emulator import emulate
 
     model = model_from_checkpoint(dlif_checkpoint)
     write_netx(model, dlif_checkpoint, tmp_path / "m.net")

@@ -2,7 +2,7 @@
 import torch
 
 from loihi_stable.metrics import layer_metrics, record, std, tasad
-from netx_export.export import model_from_checkpoint
+from netx_export.compiler.export import model_from_checkpoint
 
 
 def test_tasad_and_std_by_hand():

@@ -11,7 +11,7 @@ from loihi_stable.metrics.spike_distance import std, tasad
 from loihi_stable.models import ModelConfig, build_model
 from loihi_stable.regularizers import default_rat_beta
 from loihi_stable.training import TrainConfig, _mixup_loss, describe_schedules, train
-from netx_export.export import model_from_checkpoint
+from netx_export.compiler.export import model_from_checkpoint
 
 
 def test_rfgsm_takes_its_gradient_inside_the_pixel_range(dlif_checkpoint, digits):

@@ -80,9 +80,9 @@ def forward_and_gradient(model, x, y, backward):
 
 
 def models(dlif_model, conv_dlif_checkpoint, tmp_path_factory):
-    from netx_export.chip_model import ChipModel
-    from netx_export.export import model_from_checkpoint, write_netx
-    from netx_export.netx_file import read_netx
+    from netx_export.analysis.chip_model import ChipModel
+    from netx_export.compiler.export import model_from_checkpoint, write_netx
+    from netx_export.fileformat.netx_file import read_netx
 
     conv = model_from_checkpoint(conv_dlif_checkpoint)
     path = tmp_path_factory.mktemp("surrogate") / "conv.net"
@@ -212,9 +212,9 @@ def test_eval_with_the_default_suite_reports_each_attacks_contribution(tmp_path,
 
 
 def test_run_on_a_conv_file_crafts_adaptively_on_the_grid_model(conv_dlif_checkpoint, tmp_path):
-    from netx_export.deploy import compare
-    from netx_export.export import model_from_checkpoint, write_netx
-    from netx_export.netx_file import read_netx
+    from netx_export.analysis.deploy import compare
+    from netx_export.compiler.export import model_from_checkpoint, write_netx
+    from netx_export.fileformat.netx_file import read_netx
 
     write_netx(model_from_checkpoint(conv_dlif_checkpoint), conv_dlif_checkpoint, tmp_path / "conv.net")
     result = compare(read_netx(tmp_path / "conv.net"), "emulator", "adaptive", eps=8 / 255, limit=6, progress=False)

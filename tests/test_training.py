@@ -113,7 +113,7 @@ def test_augmentation_crops_flips_and_cuts_out():
 @pytest.mark.parametrize("chip", [True, False])
 def test_fused_dynamics_match_the_autograd_loop(chip):
     torch.manual_seed(0)
-    neuron = DLIF(timesteps=8, arithmetic="chip" if chip else "grid")
+    neuron = DLIF(timesteps=8, arithmetic="chip" if chip else "quantized")
     with torch.no_grad():
         neuron.leak_scale.uniform_(0.3, 1.0)
     current = (torch.round((torch.randn(8, 40, 8) * 0.8 + 0.4) * 4096) / 4096).requires_grad_(True)

@@ -1,6 +1,6 @@
 """S-CROWN: linear (CROWN-style) bounds of the margins, back-substituted through time.
 
-The network is unrolled over T steps and the margin spec C * mean_t(W_out s_L[t]) is
+The network is unrolled over T steps and the margin matrix C * mean_t(W_out s_L[t]) is
 propagated backwards to the input with linear relaxations of the two spiking
 non-linearities, using S-IBP's voltage bounds [l, h] as intermediate bounds
 (CROWN-IBP, Zhang et al. 2020):
@@ -96,7 +96,7 @@ def _error_term(lam: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 
 @dataclass
-class AffineStep:
+class AffineMap:
     """A spiking layer's synapse as an affine map of the previous layer's spikes (or the input):
     current = L(s) + offset. ``adjoint`` maps coefficients on the current back onto s (L^T)."""
 
@@ -104,9 +104,9 @@ class AffineStep:
     offset: torch.Tensor | None      # (1, *current shape), None for no constant term
 
 
-def _dense_steps(model, dtype) -> list[AffineStep]:
+def _dense_maps(model, dtype) -> list[AffineMap]:
     weights = [synapse_weight(b.synapse).detach().to(dtype) for b in model.blocks]
-    return [AffineStep(lambda lam, w=w: lam @ w, None) for w in weights]
+    return [AffineMap(lambda lam, w=w: lam @ w, None) for w in weights]
 
 
 def _module_adjoint(function, in_shape):
@@ -120,9 +120,9 @@ def _module_adjoint(function, in_shape):
     return adjoint
 
 
-def _vgg_steps(model, shapes: list[tuple], dtype, device) -> list[AffineStep]:
+def _vgg_maps(model, shapes: list[tuple], dtype, device) -> list[AffineMap]:
     """The VGG family's synapses (padding and normalisation, conv, batch norm; the 2x2 pooling and
-    flattening before a layer) as affine steps, in float64, batch norm with its running statistics."""
+    flattening before a layer) as affine maps, in float64, batch norm with its running statistics."""
     from ..convnets import avg_pool
 
     twin = copy.deepcopy(model).to(dtype).eval()
@@ -138,12 +138,12 @@ def _vgg_steps(model, shapes: list[tuple], dtype, device) -> list[AffineStep]:
         pre = tuple(pending) + (lambda z: z.flatten(1),) if i == 0 else ()
         functions.append(lambda z, pre=pre, f=block.synapse: f(_chain(pre, z)))
         pending = []
-    steps = []
+    maps = []
     for function, in_shape in zip(functions, shapes):
         with torch.no_grad():
             offset = function(torch.zeros(1, *in_shape, dtype=dtype, device=device))
-        steps.append(AffineStep(_module_adjoint(function, in_shape), offset))
-    return steps
+        maps.append(AffineMap(_module_adjoint(function, in_shape), offset))
+    return maps
 
 
 def _chain(functions, z):
@@ -152,74 +152,92 @@ def _chain(functions, z):
     return z
 
 
-def _backsubstitute(model, x: torch.Tensor, eps: float, volts: list[Box], alphas: list[dict] | None,
-                    steps_: list[AffineStep], start: dict, bias: torch.Tensor) -> torch.Tensor:
-    """Lower bounds (B, K) over the eps-ball of ``bias + sum of lam . state`` for the coefficients in
-    ``start`` ({(layer, step): ("s" or "v", lam (B, K, *layer shape))}), back-substituted through every
-    earlier layer and step to the input, for one choice of relaxation slopes (None: the defaults)."""
-    dtype = torch.float64
-    neurons = model.spiking_neurons
-    exact = neurons[0].arithmetic == "chip"
-    decays = [n.effective_decay().detach().to(dtype) for n in neurons]
-    thresholds = [n.threshold for n in neurons]
-    grids = [1 / fx.state_scale(n.payload_scale) for n in neurons]  # one chip unit per layer
-    last_layer, last_step = max(i for i, _ in start), max(t for _, t in start)
-    lam_s = [[None] * (last_step + 1) for _ in range(last_layer + 1)]
-    lam_u = [[None] * (last_step + 1) for _ in range(last_layer + 1)]
-    lam_direct = {}
-    for (i, t), (kind, lam) in start.items():
-        if kind == "s":
-            lam_s[i][t] = lam
-        else:
-            lam_direct[(i, t)] = lam
-    lam_x = None
-    for t in reversed(range(last_step + 1)):
-        for i in reversed(range(last_layer + 1)):
-            v = Box(volts[i].lo[..., t], volts[i].hi[..., t])
-            slopes = {k: a[..., t] for k, a in alphas[i].items()} if alphas else {}
-            lam_v = lam_direct.get((i, t), 0)
-            if lam_s[i][t] is not None:
-                a_s, c_s = _through(lam_s[i][t], _spike_relaxation(v, thresholds[i], slopes.get("spike_lo"),
-                                                                   slopes.get("spike_hi")))
-                lam_v, bias = lam_v + a_s, bias + c_s
-            if lam_u[i][t] is not None:
-                a_u, c_u = _through(lam_u[i][t], _reset_relaxation(v, thresholds[i], slopes.get("reset_hi")))
-                lam_v, bias = lam_v + a_u, bias + c_u
-            if not torch.is_tensor(lam_v):
-                continue
-            step = steps_[i]
-            if step.offset is not None:
-                bias = bias + _total(lam_v * step.offset.unsqueeze(1))
-            if t > 0:  # v[t] = decay[t] * u[t-1] + I[t] (+ the leak's truncation)
-                lam_u[i][t - 1] = _add(lam_u[i][t - 1], lam_v * decays[i][t])
-                if exact:
-                    bias = bias + _error_term(lam_v, -grids[i], grids[i])
-            back = step.adjoint(lam_v)
-            if i > 0:
-                lam_s[i - 1][t] = _add(lam_s[i - 1][t], back)
+class BackSubstitution:
+    """Lower bounds of linear functions of a network's states over the eps-ball, by substituting each
+    state by its relaxation and its layer's affine map, back through every layer and time step to the
+    input; for one choice of relaxation slopes (``alphas``; None: the smaller-area defaults)."""
+
+    def __init__(self, model, volts: list[Box], maps: list[AffineMap], alphas: list[dict] | None = None):
+        neurons = model.spiking_neurons
+        self.model, self.volts, self.maps, self.alphas = model, volts, maps, alphas
+        self.exact = neurons[0].arithmetic == "chip"
+        self.decays = [n.effective_decay().detach().to(torch.float64) for n in neurons]
+        self.thresholds = [n.threshold for n in neurons]
+        self.grids = [1 / fx.state_scale(n.payload_scale) for n in neurons]  # one chip unit per layer
+
+    def lower_bound(self, x: torch.Tensor, eps: float, start: dict, bias: torch.Tensor) -> torch.Tensor:
+        """Lower bounds (B, K) of ``bias + sum of lam . state`` for the coefficients in ``start``
+        ({(layer, time step): ("s" or "v", lam (B, K, *layer shape))})."""
+        last_layer, last_t = max(i for i, _ in start), max(t for _, t in start)
+        on_spikes = [[None] * (last_t + 1) for _ in range(last_layer + 1)]
+        on_reset = [[None] * (last_t + 1) for _ in range(last_layer + 1)]
+        on_voltage = {}
+        for (i, t), (kind, lam) in start.items():
+            if kind == "s":
+                on_spikes[i][t] = lam
             else:
-                lam_x = _add(lam_x, back)
-    lo, hi = _input_box(model, x, eps)
-    lower = bias + _total(lam_x.clamp(min=0) * lo.unsqueeze(1) + lam_x.clamp(max=0) * hi.unsqueeze(1))
-    # 24-bit saturation (and the current's wrap, which S-IBP bounds by it) is not modelled here
-    if exact:
+                on_voltage[(i, t)] = lam
+        on_input = None
+        for t in reversed(range(last_t + 1)):
+            for i in reversed(range(last_layer + 1)):
+                lam_v, bias = self._onto_voltage(i, t, on_voltage.get((i, t), 0), on_spikes[i][t], on_reset[i][t], bias)
+                if not torch.is_tensor(lam_v):
+                    continue
+                bias = self._through_synapse(i, t, lam_v, on_reset, bias)
+                back = self.maps[i].adjoint(lam_v)
+                if i > 0:
+                    on_spikes[i - 1][t] = _add(on_spikes[i - 1][t], back)
+                else:
+                    on_input = _add(on_input, back)
+        lo, hi = _input_box(self.model, x, eps)
+        lower = bias + _total(on_input.clamp(min=0) * lo.unsqueeze(1) + on_input.clamp(max=0) * hi.unsqueeze(1))
+        return self._unless_saturating(lower, last_layer)
+
+    def _onto_voltage(self, i: int, t: int, lam_v, lam_s, lam_u, bias):
+        """Coefficients on layer i's spikes and post-reset voltage at step t moved onto its voltage v[t]."""
+        v = Box(self.volts[i].lo[..., t], self.volts[i].hi[..., t])
+        slopes = {k: a[..., t] for k, a in self.alphas[i].items()} if self.alphas else {}
+        if lam_s is not None:
+            a_s, c_s = _through(lam_s, _spike_relaxation(v, self.thresholds[i], slopes.get("spike_lo"),
+                                                         slopes.get("spike_hi")))
+            lam_v, bias = lam_v + a_s, bias + c_s
+        if lam_u is not None:
+            a_u, c_u = _through(lam_u, _reset_relaxation(v, self.thresholds[i], slopes.get("reset_hi")))
+            lam_v, bias = lam_v + a_u, bias + c_u
+        return lam_v, bias
+
+    def _through_synapse(self, i: int, t: int, lam_v, on_reset, bias):
+        """v[t] = decay[t] * u[t-1] + I[t] (+ the leak's truncation): the u[t-1] share and I[t]'s offset."""
+        offset = self.maps[i].offset
+        if offset is not None:
+            bias = bias + _total(lam_v * offset.unsqueeze(1))
+        if t > 0:
+            on_reset[i][t - 1] = _add(on_reset[i][t - 1], lam_v * self.decays[i][t])
+            if self.exact:
+                bias = bias + _error_term(lam_v, -self.grids[i], self.grids[i])
+        return bias
+
+    def _unless_saturating(self, lower: torch.Tensor, last_layer: int) -> torch.Tensor:
+        """-inf for samples where a voltage box reaches the 24-bit limit (saturation, and the current's
+        wrap that S-IBP bounds by it, are not modelled here)."""
+        if not self.exact:
+            return lower
         saturates = torch.stack([torch.maximum(v.lo.abs(), v.hi.abs()).flatten(1).amax(1) / (kernel.VOLTAGE_LIMIT * grid)
-                                 for v, grid in zip(volts[:last_layer + 1], grids)], 1).amax(1)
-        lower = torch.where((saturates >= 1)[:, None], torch.full_like(lower, -torch.inf), lower)
-    return lower
+                                 for v, grid in zip(self.volts[:last_layer + 1], self.grids)], 1).amax(1)
+        return torch.where((saturates >= 1)[:, None], torch.full_like(lower, -torch.inf), lower)
 
 
 def _margin_start(model, y: torch.Tensor, ibp: SpikingBounds) -> tuple[dict, torch.Tensor]:
     """The margins logit[y] - logit[j] = sum_t (W_y - W_j) s_L[t] / T (+ b_y - b_j) as a start."""
     dtype = torch.float64
-    steps, last = model.config.timesteps, len(model.spiking_neurons) - 1
+    timesteps, last = model.config.timesteps, len(model.spiking_neurons) - 1
     w_out = ibp.readout_weight.detach().to(dtype)
-    spec = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)                  # (B, K, N_L)
-    bias = torch.zeros(spec.shape[:2], dtype=dtype, device=spec.device)
+    margin_weights = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)        # (B, K, N_L)
+    bias = torch.zeros(margin_weights.shape[:2], dtype=dtype, device=margin_weights.device)
     if ibp.readout_bias is not None:
         b = ibp.readout_bias.detach().to(dtype)
         bias = bias + (b[y].unsqueeze(1) - b.unsqueeze(0))
-    return {(last, t): ("s", spec / steps) for t in range(steps)}, bias
+    return {(last, t): ("s", margin_weights / timesteps) for t in range(timesteps)}, bias
 
 
 def _voltages(ibp: SpikingBounds) -> list[Box]:
@@ -231,10 +249,10 @@ def tightened_bounds(model, x: torch.Tensor, eps: float, max_neurons: int = 256,
     """S-IBP with every voltage of a layer of at most ``max_neurons`` neurons intersected with its
     S-CROWN bound, layer by layer and step by step, so that each later relaxation (and S-IBP itself)
     starts from the tighter interval: never looser than S-IBP, neuron by neuron."""
-    if plain is None:  # the untightened pass: layer shapes for the affine steps, and the widest layer
+    if plain is None:  # the untightened pass: layer shapes for the affine maps, and the widest layer
         with torch.no_grad():
             plain = ibp_bounds(model, x, eps)
-    steps_ = affine_steps(model, plain)
+    maps = affine_maps(model, plain)
     widest = max(math.prod(v.lo.shape[1:-1]) for v in plain.voltage)
 
     def layer(index, neuron, current, so_far):
@@ -255,7 +273,7 @@ def tightened_bounds(model, x: torch.Tensor, eps: float, max_neurons: int = 256,
                 part = [Box(v.lo[a:a + chunk], v.hi[a:a + chunk]) for v in volts]
                 lam = signs.unsqueeze(0).expand(len(x[a:a + chunk]), *signs.shape)
                 bias = torch.zeros(lam.shape[:2], dtype=torch.float64, device=x.device)
-                lower = _backsubstitute(model, x[a:a + chunk], eps, part, None, steps_, {(index, t): ("v", lam)}, bias)
+                lower = BackSubstitution(model, part, maps).lower_bound(x[a:a + chunk], eps, {(index, t): ("v", lam)}, bias)
                 lows.append(lower[:, :n].reshape(-1, *shape))
                 highs.append(-lower[:, n:].reshape(-1, *shape))
             clips[t] = Box(torch.cat(lows), torch.cat(highs))
@@ -280,12 +298,12 @@ def _input_box(model, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     return box.lo.double(), box.hi.double()
 
 
-def affine_steps(model, ibp: SpikingBounds) -> list[AffineStep]:
-    """Every spiking layer's synapse as an affine step, for back-substitution."""
+def affine_maps(model, ibp: SpikingBounds) -> list[AffineMap]:
+    """Every spiking layer's synapse as an affine map, for back-substitution."""
     if model.config.arch == "mlp":
-        return _dense_steps(model, torch.float64)
+        return _dense_maps(model, torch.float64)
     shapes = [tuple(model.config.input_shape)] + [tuple(s.lo.shape[1:-1]) for s in ibp.spikes[:-1]]
-    return _vgg_steps(model, shapes, torch.float64, ibp.spikes[0].lo.device)
+    return _vgg_maps(model, shapes, torch.float64, ibp.spikes[0].lo.device)
 
 
 def _default_alphas(ibp: SpikingBounds, thresholds: list[float]) -> list[dict]:
@@ -302,10 +320,9 @@ def crown_margin_lower_bound(model, x: torch.Tensor, y: torch.Tensor, eps: float
     so the best one seen per margin is returned.
     """
     alphas = _default_alphas(ibp, [n.threshold for n in model.spiking_neurons]) if iterations else None
-    steps = affine_steps(model, ibp)
-    volts = _voltages(ibp)
+    substitution = BackSubstitution(model, _voltages(ibp), affine_maps(model, ibp), alphas)
     start, bias = _margin_start(model, y, ibp)
-    margins = lambda: _backsubstitute(model, x, eps, volts, alphas, steps, start, bias)  # noqa: E731
+    margins = lambda: substitution.lower_bound(x, eps, start, bias)  # noqa: E731
     with torch.no_grad():
         best = margins()
     if not iterations:

@@ -44,10 +44,14 @@ def certify_batch(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: s
     return out
 
 
-def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "both", spec=None,
-            pgd_steps: int = 10, batch_size: int = 128, progress: bool = True, check_points: int = 8,
+def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "both", chip_certificate=None,
+            pgd_steps: int = 10, batch_size: int = 128, progress: bool = True,
             float_bounds: bool = True, crown_steps: int = CROWN_STEPS, chip_model=None, tighten: bool = False) -> dict:
-    """Clean, PGD and verified accuracy (fractions); with ``spec`` also the on-chip certificate.
+    """Clean, PGD and verified accuracy (fractions); with ``chip_certificate`` also the on-chip one.
+
+    ``chip_certificate(x, y, eps)`` (numpy in) gives per sample whether the exported integer network
+    is verified, and the check of its bounds on random points or None: it comes from the exporting
+    side (``netx_export.analysis.chip_certificate.certifier``), so that this package never imports it.
 
     PGD accuracy is an upper bound of what any sound verifier can verify. ``chip_model`` is the
     differentiable model of what the chip runs where that is not ``model`` itself (conv networks:
@@ -76,13 +80,11 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
             result.update(certify_batch(model, xb, yb, eps, method, crown_steps, tighten))
         for key, value in result.items():
             flags.setdefault(key, []).append(value.cpu().numpy())
-        if spec is not None:
-            from netx_export.chip_certificate import chip_bounds, check_chip_certificate
-            x_np, y_np = xb.cpu().numpy(), yb.cpu().numpy()
-            cert = chip_bounds(spec, x_np, y_np, eps)
-            chip_flags.append(cert.verified)
-            if check_points:
-                chip_checks.append(check_chip_certificate(spec, cert, x_np, y_np, eps, check_points))
+        if chip_certificate is not None:
+            verified_chip, check = chip_certificate(xb.cpu().numpy(), yb.cpu().numpy(), eps)
+            chip_flags.append(verified_chip)
+            if check is not None:
+                chip_checks.append(check)
     flags = {k: np.concatenate(v) for k, v in flags.items()}
     n = len(x)
     out = {"n": n, "eps": eps, "eps_255": round(eps * 255, 4), "method": method,
@@ -91,7 +93,7 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
     if "verified" in flags:
         out["verified_but_broken_by_pgd"] = int((flags["verified"] & ~flags["pgd"]).sum())
     out["_flags"] = flags
-    if spec is not None:
+    if chip_certificate is not None:
         chip = np.concatenate(chip_flags)
         out["verified_chip"] = float(chip.mean()) if n else 0.0
         out["_flags"]["verified_chip"] = chip
@@ -99,7 +101,7 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
         out["verified_chip_but_broken_by_pgd"] = int((chip & ~chip_pgd).sum())
         if chip_checks:
             out["chip_check"] = {
-                "points_per_sample": check_points,
+                "points_per_sample": chip_checks[0]["points_per_sample"],
                 "readouts_inside_bounds": all(c["readouts_inside_bounds"] for c in chip_checks),
                 "verified_samples_broken": sum(c["verified_samples_broken"] for c in chip_checks)}
     return out

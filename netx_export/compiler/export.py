@@ -16,7 +16,7 @@ from loihi_stable.blocks import READOUT_NEURON
 from loihi_stable.errors import UserError
 from loihi_stable.io import load_checkpoint
 from loihi_stable.models import ModelConfig, SpikingClassifier, build_model
-from netx_export.netx_file import LayerSpec, NetSpec, write_netx_file
+from netx_export.fileformat.netx_file import LayerSpec, NetSpec, write_netx_file
 
 
 def model_from_checkpoint(payload: dict) -> SpikingClassifier:
@@ -88,7 +88,7 @@ def chip_spec(model, checkpoint: dict) -> NetSpec:
         layers.append(_dense_layer(model.readout.synapse, READOUT_NEURON))
         input_shape, bias_channel = (), False
     else:
-        from netx_export.folding import chip_layers, fold_model
+        from netx_export.compiler.folding import chip_layers, fold_model
 
         layers = chip_layers(fold_model(model))
         c, h, w = config.input_shape
@@ -103,7 +103,7 @@ def spec_for(model, checkpoint: dict, network: str | Path | None) -> NetSpec:
     """The NetX file given (checked to hold this checkpoint's network), or the checkpoint exported on the fly."""
     import tempfile
 
-    from netx_export.netx_file import read_netx
+    from netx_export.fileformat.netx_file import read_netx
 
     if network is None:
         with tempfile.TemporaryDirectory() as folder:
@@ -159,8 +159,8 @@ def folding_checks(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, progr
     """What folding and 8-bit quantization changed on samples ``x`` (and, for DLIF, what stock NetX's
     averaged decay changes), chunk by chunk with one progress bar: {"folding": ..., ["stock_netx": ...]}."""
     from loihi_stable.progress import progress_bar
-    from netx_export.emulator import emulate
-    from netx_export.folding import fold_model, run_folded
+    from netx_export.runtime.emulator import emulate
+    from netx_export.compiler.folding import fold_model, run_folded
 
     layers = fold_model(model)
     stock = stock_reading(spec) if model.config.neuron == "dlif" else None
@@ -206,8 +206,8 @@ def _agreement(ours: np.ndarray, theirs: np.ndarray, y: np.ndarray) -> dict:
 def stock_netx_agreement(path: str | Path, test) -> dict:
     """Predictions of the file as ``run`` executes it (per-step vDecay schedule) against stock
     NetX's reading (one averaged vDecay per layer), both on the bit-exact emulator."""
-    from netx_export.emulator import emulate
-    from netx_export.netx_file import read_netx
+    from netx_export.runtime.emulator import emulate
+    from netx_export.fileformat.netx_file import read_netx
 
     spec = read_netx(path)
     x = test.x.reshape(len(test), -1).numpy()

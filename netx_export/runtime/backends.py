@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from loihi_stable import guards
 from loihi_stable.errors import UserError
 
-from netx_export.lava_runner import BACKENDS as LAVA_BACKENDS
-from netx_export.lava_runner import run_config, run_network
-from netx_export.netx_file import ChipRun, NetSpec
+from netx_export.runtime.lava_runner import BACKENDS as LAVA_BACKENDS
+from netx_export.runtime.lava_runner import run_config, run_network
+from netx_export.fileformat.netx_file import ChipRun, NetSpec
 
 BACKENDS = (*LAVA_BACKENDS, "emulator")
 
 
 def check_backend(backend: str) -> None:
     """Fail early (one line) for an unknown backend or missing hardware libraries."""
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    guards.choice("backend", backend, BACKENDS)
     if backend != "emulator":
         run_config(backend)
 
@@ -24,7 +24,7 @@ def run_on(spec: NetSpec, x: np.ndarray, backend: str, progress: bool = True,
            probe_layers: bool = False, dlif_schedule: str | None = None) -> ChipRun:
     check_backend(backend)
     if backend == "emulator":
-        from netx_export.emulator import emulate
+        from netx_export.runtime.emulator import emulate
 
         return emulate(spec, x, probe_layers=probe_layers)
     return run_network(spec, x, backend=backend, progress=progress, probe_layers=probe_layers,

@@ -14,11 +14,11 @@ import torch
 
 from loihi_stable import chip_kernel as kernel
 from loihi_stable.metrics import LayerRecord, mppd, record
-from netx_export.backends import run_on
-from netx_export.chip_model import grid_model
-from netx_export.deploy import craft
-from netx_export.emulator import ExactArithmetic
-from netx_export.netx_file import ChipRun, NetSpec, encode_inputs
+from netx_export.runtime.backends import run_on
+from netx_export.analysis.chip_model import grid_model
+from netx_export.analysis.deploy import craft
+from netx_export.runtime.emulator import ExactArithmetic
+from netx_export.fileformat.netx_file import ChipRun, NetSpec, encode_inputs
 
 
 def chip_currents(spec: NetSpec, x: np.ndarray, run: ChipRun, thresholds: list[float]) -> list[torch.Tensor]:
@@ -56,7 +56,7 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
     result: dict = {"backend": backend, "attack": attack, "eps": eps, "eps_255": round(eps * 255, 4),
                     "n": len(x), "ratio_threshold": ratio_threshold}
     if backend != "emulator":
-        from netx_export.emulator import emulate
+        from netx_export.runtime.emulator import emulate
 
         emu = emulate(spec, both, probe_layers=True)
         result["emulator_matches_chip"] = bool(

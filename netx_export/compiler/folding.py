@@ -24,7 +24,7 @@ from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx
 from loihi_stable.blocks import READOUT_NEURON
 from loihi_stable.errors import UserError
-from netx_export.netx_file import LayerSpec
+from netx_export.fileformat.netx_file import LayerSpec
 
 
 @dataclass
@@ -130,7 +130,7 @@ def run_folded(layers: list[FoldedLayer], x: torch.Tensor, timesteps: int) -> to
 
 def _even_weights(weight: torch.Tensor) -> np.ndarray:
     """Weights (already x64 and scaled) on Loihi's 8-bit grid: even integers in [-256, 254]."""
-    return (torch.round(weight / 2) * 2).clamp(-256, 254).numpy().astype(np.int64)
+    return (torch.round(weight / 2) * 2).clamp(kernel.WEIGHT_MIN, kernel.WEIGHT_MAX).numpy().astype(np.int64)
 
 
 def chip_layers(layers: list[FoldedLayer]) -> list[LayerSpec]:
@@ -150,7 +150,7 @@ def chip_layers(layers: list[FoldedLayer]) -> list[LayerSpec]:
         weight_peak = float(weight.abs().max()) if weight.numel() else 0.0
         if first:
             weight_peak = max(weight_peak, float(bias.abs().max()))
-        limits = [(254 / fx.WEIGHT_SCALE) / weight_peak if weight_peak > 0 else 1.0]
+        limits = [(kernel.WEIGHT_MAX / fx.WEIGHT_SCALE) / weight_peak if weight_peak > 0 else 1.0]
         if layer.neuron is not None:
             limits.append(kernel.MAX_VTH_MANT / (fx.WEIGHT_SCALE * payload * layer.neuron.threshold))
         if not first and float(bias.abs().max()) > 0:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from loihi_stable import guards
 from loihi_stable import chip_kernel as kernel
 from loihi_stable.errors import UserError
 from loihi_stable.progress import progress_bar
-from netx_export.lava_session import run_in_own_group
-from netx_export.netx_file import ChipRun, NetSpec, encode_inputs
+from netx_export.runtime.lava_session import run_in_own_group
+from netx_export.fileformat.netx_file import ChipRun, NetSpec, encode_inputs
 
 BACKENDS = ("Loihi2SimCfg", "Loihi2HwCfg")
 # how DLIF's per-step voltage decay reaches Lava: inside the DLIFReset process model
@@ -28,9 +29,8 @@ FIRST_LAYER_LAG = 2  # step at which layer 0 integrates frame 0 (1-based Lava ti
 
 def run_config(backend: str):
     """Lava run configuration for ``backend``; a clear error where it cannot run here."""
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
-    from netx_export.lava_processes.dlif import DLIFReset, PyDLIFResetModelBitAcc
+    guards.choice("backend", backend, BACKENDS)
+    from netx_export.runtime.lava_processes.dlif import DLIFReset, PyDLIFResetModelBitAcc
 
     if backend == "Loihi2HwCfg":
         from lava.utils import loihi
@@ -51,8 +51,7 @@ def resolve_dlif_schedule(backend: str, dlif_schedule: str | None) -> str:
     """'process' on the simulator and 'host' on Loihi 2 unless asked otherwise."""
     if dlif_schedule is None:
         return "host" if backend == "Loihi2HwCfg" else "process"
-    if dlif_schedule not in DLIF_SCHEDULES:
-        raise UserError(f"unknown DLIF schedule '{dlif_schedule}': choose one of {', '.join(DLIF_SCHEDULES)}")
+    guards.choice("DLIF schedule", dlif_schedule, DLIF_SCHEDULES)
     if backend == "Loihi2HwCfg" and dlif_schedule == "process":
         raise UserError("the DLIFReset process has no Loihi 2 model: use --dlif-schedule host on Loihi2HwCfg")
     return dlif_schedule
@@ -75,7 +74,7 @@ def _build_layers(spec: NetSpec, dlif_schedule: str = "process"):
     from lava.lib.dl.netx.utils import optimize_weight_bits
     from lava.proc.lif.process import LIFReset
 
-    from netx_export.lava_processes.dlif import DLIFReset
+    from netx_export.runtime.lava_processes.dlif import DLIFReset
 
     blocks, shape = [], spec.input_shape
     for i, layer in enumerate(spec.layers):

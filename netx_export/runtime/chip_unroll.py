@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from loihi_stable import chip_kernel as kernel
-from netx_export.netx_file import LayerSpec, NetSpec
+from netx_export.fileformat.netx_file import LayerSpec, NetSpec
 
 FLOAT32_EXACT = 1 << 24
 

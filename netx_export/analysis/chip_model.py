@@ -2,7 +2,7 @@
 
 Values are the chip's, bit for bit (``chip_kernel`` on float64 integers, the emulator's
 arithmetic); gradients flow straight through the integer maps into the smooth dynamics
-they round (v = (1 - dv/4096) v + u + bias, triangle surrogate spikes), so white-box
+they round (v = (1 - dv/4096) v + current + bias, triangle surrogate spikes), so white-box
 attacks on it are chip-aware. For dense networks it equals the QAT model; for conv
 networks, quantized only at export, it is the quantized twin the QAT model would be.
 Logits are the readout voltage over T steps in units of one input spike (4096 per 1.0).
@@ -15,8 +15,8 @@ import torch
 from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx, surrogates
 from loihi_stable.neurons import FusedDynamics, triangle_spike
-from netx_export.chip_unroll import Arithmetic, can_wrap, layer_schedules, sum_dtype, synaptic_sum, unroll
-from netx_export.netx_file import NetSpec
+from netx_export.runtime.chip_unroll import Arithmetic, can_wrap, layer_schedules, sum_dtype, synaptic_sum, unroll
+from netx_export.fileformat.netx_file import NetSpec
 
 
 class GridArithmetic(Arithmetic):
@@ -59,20 +59,20 @@ class GridArithmetic(Arithmetic):
         return zero, zero, None  # current, voltage after reset, input current summed so far (rate backward)
 
     def step(self, index, layer, state, a, t):
-        u_prev, v_prev, summed = state
+        current_prev, v_prev, summed = state
         dv, bias = self.schedules[index][t], self.biases[index]
-        u_smooth = (1 - layer.i_decay / kernel.DECAY_UNITY) * u_prev + kernel.activation_current(a)
-        u = fx.ste(kernel.current_step(u_prev.detach(), a.detach(), layer.i_decay), u_smooth)
-        v_smooth = (1 - dv / kernel.DECAY_UNITY) * v_prev + u + bias * (1 << kernel.BIAS_SHIFT)
-        v = fx.ste(kernel.voltage_step(v_prev.detach(), u.detach(), dv, bias), v_smooth)
+        current_smooth = (1 - layer.i_decay / kernel.DECAY_UNITY) * current_prev + kernel.activation_current(a)
+        current = fx.ste(kernel.current_step(current_prev.detach(), a.detach(), layer.i_decay), current_smooth)
+        v_smooth = (1 - dv / kernel.DECAY_UNITY) * v_prev + current + bias * (1 << kernel.BIAS_SHIFT)
+        v = fx.ste(kernel.voltage_step(v_prev.detach(), current.detach(), dv, bias), v_smooth)
         threshold = float(layer.threshold)
         if self.chosen is None:
             spikes = triangle_spike(v, threshold, threshold)
-            return (u, v * (1 - spikes), None), spikes, None
-        drive = u + bias * (1 << kernel.BIAS_SHIFT)
+            return (current, v * (1 - spikes), None), spikes, None
+        drive = current + bias * (1 << kernel.BIAS_SHIFT)
         summed = drive if summed is None else summed + drive
         spikes, v = surrogates.step_spike(v, threshold, threshold, self.chosen, summed / (t + 1))
-        return (u, v, summed), spikes, None
+        return (current, v, summed), spikes, None
 
 
 class ChipModel(torch.nn.Module):

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from netx_export.chip_unroll import (Arithmetic, can_wrap, layer_bias, layer_schedules, per_sample, sum_dtype, synaptic_sum, unroll,
+from netx_export.runtime.chip_unroll import (Arithmetic, can_wrap, layer_bias, layer_schedules, per_sample, sum_dtype, synaptic_sum, unroll,
                                      weight_tensor)
-from netx_export.netx_file import ChipRun, NetSpec, encode_inputs
+from netx_export.fileformat.netx_file import ChipRun, NetSpec, encode_inputs
 
 MEMORY_BUDGET = 1 << 30   # bytes of layer state per batch: VGG11 at 32x32 runs in well under 4 GB
 
@@ -37,9 +37,9 @@ class ExactArithmetic(Arithmetic):
         return torch.zeros_like(drive), torch.zeros_like(drive)
 
     def step(self, index, layer, state, drive, t):
-        u, v, spikes, _ = kernel.neuron_step(*state, drive, layer.i_decay, self.schedules[index][t],
-                                             layer.threshold, self.biases[index])
-        return (u, v), spikes, v.flatten(1) if self.probe_voltage and index < len(self.spec.layers) - 1 else None
+        current, v, spikes, _ = kernel.neuron_step(*state, drive, layer.i_decay, self.schedules[index][t],
+                                                   layer.threshold, self.biases[index])
+        return (current, v), spikes, v.flatten(1) if self.probe_voltage and index < len(self.spec.layers) - 1 else None
 
 
 def default_batch(spec: NetSpec) -> int:

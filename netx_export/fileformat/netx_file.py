@@ -279,7 +279,7 @@ def _read_layer(group, i: int, shape_in: tuple, where: str, timesteps: int) -> L
         layer = LayerSpec(weight.astype(np.int64), neuron, schedule, bias, "dense", out_shape=(weight.shape[0],))
     if bias is not None and len(bias) != (layer.out_shape[0] if kind == "conv" else layer.weight.shape[0]):
         raise UserError(f"{where}: layer {i} has {len(bias)} biases for {layer.weight.shape[0]} outputs")
-    if np.abs(layer.weight).max(initial=0) > 256:
+    if np.abs(layer.weight).max(initial=0) > -kernel.WEIGHT_MIN:
         raise UserError(f"{where}: layer {i} has weights outside Loihi's 8 bits")
     if bias is not None and np.abs(bias).max(initial=0) > kernel.MAX_BIAS_MANT:
         raise UserError(f"{where}: layer {i} has biases outside Loihi's 13-bit bias mantissa")

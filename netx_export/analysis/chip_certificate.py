@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
-from netx_export.chip_unroll import Arithmetic, layer_bias, layer_schedules, sum_dtype, synaptic_sum, unroll, weight_tensor
-from netx_export.netx_file import NetSpec, encode_inputs
+from netx_export.runtime.chip_unroll import Arithmetic, layer_bias, layer_schedules, sum_dtype, synaptic_sum, unroll, weight_tensor
+from netx_export.fileformat.netx_file import NetSpec, encode_inputs
 
 UNVERIFIABLE = torch.iinfo(torch.int64).min // 2
 
@@ -126,7 +126,7 @@ def sample_ball(x: np.ndarray, eps: float, points: int, seed: int = 0) -> np.nda
 def check_chip_certificate(spec, cert: ChipCertificate, x: np.ndarray, y: np.ndarray, eps: float,
                            points: int = 16, seed: int = 0) -> dict:
     """Run random points of each ball on the emulator: do readouts stay in the bounds?"""
-    from netx_export.emulator import emulate
+    from netx_export.runtime.emulator import emulate
 
     inside, verified_broken = True, 0
     bounded = ~cert.may_wrap[:, None]  # where a current may wrap the certificate claims nothing
@@ -136,3 +136,13 @@ def check_chip_certificate(spec, cert: ChipCertificate, x: np.ndarray, y: np.nda
         verified_broken += int((cert.verified & (readout.argmax(1) != np.asarray(y))).sum())
     return {"points_per_sample": points, "readouts_inside_bounds": inside,
             "verified_samples_broken": verified_broken}
+
+
+def certifier(spec: NetSpec, check_points: int = 8):
+    """The chip's certificate as ``loihi_stable.certify.certify`` takes it: (x, y, eps) -> (verified per
+    sample, the check of the bounds on ``check_points`` random points per ball, or None for 0)."""
+    def certify_chip(x: np.ndarray, y: np.ndarray, eps: float):
+        cert = chip_bounds(spec, x, y, eps)
+        check = check_chip_certificate(spec, cert, x, y, eps, check_points) if check_points else None
+        return cert.verified, check
+    return certify_chip

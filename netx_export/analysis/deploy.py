@@ -6,18 +6,19 @@ import time
 import numpy as np
 import torch
 
+from loihi_stable import guards
 from loihi_stable.attacks import SUITES, Square, load_suite
 from loihi_stable.budget import check_eps
 from loihi_stable.evaluation import build_attacks, surrogate_notes, worst_case_inputs
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.errors import UserError
 
-from netx_export.backends import run_on
-from netx_export.chip_model import grid_model
-from netx_export.emulator import emulate
-from netx_export.export import check_spec_matches, model_from_checkpoint
-from netx_export.lava_runner import resolve_dlif_schedule
-from netx_export.netx_file import NetSpec
+from netx_export.runtime.backends import run_on
+from netx_export.analysis.chip_model import grid_model
+from netx_export.runtime.emulator import emulate
+from netx_export.compiler.export import check_spec_matches, model_from_checkpoint
+from netx_export.runtime.lava_runner import resolve_dlif_schedule
+from netx_export.fileformat.netx_file import NetSpec
 
 ATTACKS = ("none", "snn-adaptive", "autoattack", "fast", "fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "gaussian",
            "adaptive")
@@ -35,8 +36,7 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
     """
     if attack not in ATTACKS[1:]:
         raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
-    if crafting not in CRAFTING:
-        raise UserError(f"unknown crafting '{crafting}': choose one of {', '.join(CRAFTING)}")
+    guards.choice("crafting", crafting, CRAFTING)
     specs = load_suite(attack) if attack in SUITES else ["pgd10" if attack == "pgd" else attack]
     attacks = build_attacks(model, specs, eps)
     device = model_device(model)  # the attack runs where the model is; the chip takes CPU inputs
@@ -81,30 +81,58 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     every set; ``robust_float`` and ``robust_grid`` the same for the other two versions. The float
     and grid models and their attacks run on ``device``; the chip and Square against it on the CPU.
     """
-    if attack not in ATTACKS:
-        raise UserError(f"unknown attack '{attack}': choose one of {', '.join(ATTACKS)}")
+    guards.choice("attack", attack, ATTACKS)
     eps = check_eps(eps, error=UserError)
-    model = model_from_checkpoint(spec.checkpoint)
-    check_spec_matches(spec, model, spec.checkpoint)
-    model = model.to(device)
-    grid = grid_model(spec, model).to(device)
+    model, grid = _versions(spec, device)
     if transfer_from is not None:
         transfer_from = transfer_from.to(device)
     test = checkpoint_test_split(spec.checkpoint, data_root, limit)
+    sets, crafted = input_sets(spec, model, grid, test, attack, eps, transfer_from, progress)
+    predictions, chip_seconds = _predict(spec, model, grid, sets, backend, dlif_schedule, device, progress)
+    results, worst = _score(sets, predictions, test.y.numpy())
+    return {**results[attack if attack != "none" else "clean"], **worst, "robust": worst["robust_chip"],
+            "diagnostics": _masking_notes(crafted, sets, attack, predictions["chip"], test.y.numpy()),
+            "sets": list(sets), "n": len(test), "backend": backend, "attack": attack, "eps": eps,
+            "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,
+            "dataset": spec.dataset,
+            "dlif_schedule": ("n/a" if spec.neuron != "dlif" or backend == "emulator"
+                              else resolve_dlif_schedule(backend, dlif_schedule)),
+            "chip_samples_per_second": len(sets) * len(test) / chip_seconds, "chip_seconds": chip_seconds,
+            "contributions": crafted, "results": results}
+
+
+def _versions(spec: NetSpec, device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The float model of the file's checkpoint (checked against the file) and its grid model, on ``device``."""
+    model = model_from_checkpoint(spec.checkpoint)
+    check_spec_matches(spec, model, spec.checkpoint)
+    model = model.to(device)
+    return model, grid_model(spec, model).to(device)
+
+
+def input_sets(spec: NetSpec, model, grid, test, attack: str, eps: float, transfer_from=None,
+               progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """The named input sets of ``compare`` (clean first), and per crafted set each attack's contribution."""
     sets = {"clean": test.x}
-    crafted: dict[str, dict] = {}  # per crafted set: each attack's contribution on the model it was crafted on
-    if attack != "none":
-        sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware", report=crafted.setdefault(attack, {}),
-                             progress=progress)
-        if attack != "gaussian":
-            sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float",
-                                                 report=crafted.setdefault(f"{attack}-from-float", {}), progress=progress)
-        if transfer_from is not None:
-            sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware")
-        if attack in SUITES:
-            square = next(a for a in build_attacks(grid, load_suite(attack), eps).values() if isinstance(a, Square))
-            queries = min(square.n_queries, CHIP_SQUARE_QUERIES[spec.arch != "mlp"])
-            sets[f"square{queries}-on-chip"] = square_on_chip(spec, test.x, test.y, eps, queries, progress)
+    crafted: dict[str, dict] = {}
+    if attack == "none":
+        return sets, crafted
+    sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware", report=crafted.setdefault(attack, {}),
+                         progress=progress)
+    if attack != "gaussian":
+        sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float",
+                                             report=crafted.setdefault(f"{attack}-from-float", {}), progress=progress)
+    if transfer_from is not None:
+        sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware")
+    if attack in SUITES:
+        square = next(a for a in build_attacks(grid, load_suite(attack), eps).values() if isinstance(a, Square))
+        queries = min(square.n_queries, CHIP_SQUARE_QUERIES[spec.arch != "mlp"])
+        sets[f"square{queries}-on-chip"] = square_on_chip(spec, test.x, test.y, eps, queries, progress)
+    return sets, crafted
+
+
+def _predict(spec: NetSpec, model, grid, sets: dict, backend: str, dlif_schedule, device,
+             progress: bool) -> tuple[dict[str, np.ndarray], float]:
+    """Predicted classes of every set, concatenated, per version (float, grid, chip); the chip's seconds."""
     start = time.perf_counter()
     inputs = torch.cat(list(sets.values()))
     chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions
@@ -114,31 +142,30 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
         grids = grid(on_device).argmax(1).cpu().numpy()
         with model.arithmetic("float"):
             floats = model(on_device).argmax(1).cpu().numpy()
-    y = test.y.numpy()
-    results, n = {}, len(test)
+    return {"float": floats, "grid": grids, "chip": chip}, chip_seconds
+
+
+def _score(sets: dict, predictions: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict, dict]:
+    """Per set each version's accuracy and grid-chip agreement; per version the worst case over all sets."""
+    results, n = {}, len(y)
     for i, name in enumerate(sets):
-        part = slice(i * n, (i + 1) * n)
-        f, g, c = floats[part], grids[part], chip[part]
+        f, g, c = (predictions[v][i * n:(i + 1) * n] for v in ("float", "grid", "chip"))
         results[name] = {"accuracy_float": float(np.mean(f == y)), "accuracy_grid": float(np.mean(g == y)),
                          "accuracy_chip": float(np.mean(c == y)), "agreement": float(np.mean(g == c))}
-    headline = results[attack if attack != "none" else "clean"]
-    worst = {}
-    for version, predictions in (("float", floats), ("grid", grids), ("chip", chip)):
-        correct = (predictions.reshape(len(sets), n) == y).all(0)  # clean and every attack
-        worst[f"robust_{version}"] = float(correct.mean())
-    diagnostics = [f"{name} (crafted on the {'float' if name.endswith('-from-float') else 'grid'} model): {note}"
-                   for name, report in crafted.items() for note in surrogate_notes(report)]
+    worst = {f"robust_{version}": float((p.reshape(len(sets), n) == y).all(0).mean())  # clean and every attack
+             for version, p in predictions.items()}
+    return results, worst
+
+
+def _masking_notes(crafted: dict, sets: dict, attack: str, chip: np.ndarray, y: np.ndarray) -> list[str]:
+    """What the surrogate search found, and whether Square on the chip broke what the white-box suite missed."""
+    notes = [f"{name} (crafted on the {'float' if name.endswith('-from-float') else 'grid'} model): {note}"
+             for name, report in crafted.items() for note in surrogate_notes(report)]
     square_set = next((name for name in sets if name.endswith("-on-chip")), None)
     if square_set:
-        by_set = chip.reshape(len(sets), n) == y
+        by_set = chip.reshape(len(sets), len(y)) == y
         missed = int((by_set[list(sets).index(attack)] & ~by_set[list(sets).index(square_set)]).sum())
         if missed:
-            diagnostics.append(f"Square against the chip (query-only) broke {missed} sample(s) the white-box suite "
-                               "missed: gradients may be masked; trust the worst case")
-    return {**headline, **worst, "robust": worst["robust_chip"], "diagnostics": diagnostics, "sets": list(sets), "n": n, "backend": backend, "attack": attack, "eps": eps,
-            "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,
-            "dataset": spec.dataset,
-            "dlif_schedule": ("n/a" if spec.neuron != "dlif" or backend == "emulator"
-                              else resolve_dlif_schedule(backend, dlif_schedule)),
-            "chip_samples_per_second": len(inputs) / chip_seconds, "chip_seconds": chip_seconds,
-            "contributions": crafted, "results": results}
+            notes.append(f"Square against the chip (query-only) broke {missed} sample(s) the white-box suite "
+                         "missed: gradients may be masked; trust the worst case")
+    return notes

@@ -1,0 +1,1 @@
+"""What the chip makes of robustness: its differentiable grid model, its certificate, float vs chip comparisons."""

@@ -1,0 +1,1 @@
+"""From a trained checkpoint to a NetX file: folding, quantization, the checks of the result."""

@@ -1,0 +1,1 @@
+"""The NetX file: what is written, read and refused."""
