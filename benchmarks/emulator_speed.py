@@ -28,7 +28,7 @@ from loihi_stable.io import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from loihi_stable.models import ModelConfig, build_model
 from loihi_stable.report import table
 from loihi_stable.training import TrainConfig, train
-from netx_export import emulator
+from netx_export.runtime import emulator
 from netx_export.compiler.export import write_netx
 from netx_export.runtime.lava_runner import run_network
 from netx_export.fileformat.netx_file import encode_inputs, read_netx

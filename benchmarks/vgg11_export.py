@@ -23,7 +23,7 @@ import torch
 import loihi_stable  # noqa: F401
 from loihi_stable import script_args
 from loihi_stable.io import save_checkpoint
-from netx_export import netx_file
+from netx_export.fileformat import netx_file
 from netx_export.compiler.export import folding_checks, write_netx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

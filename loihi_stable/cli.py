@@ -44,6 +44,12 @@ LIMIT = typer.Option(None, help="Use only the first N test samples.")
 DATA_ROOT = typer.Option(None, help="Folder of the data set (a folder named inside a file is never read).")
 JSON_OUT = typer.Option(None, "--json", help="Write results as JSON.")
 QUIET = typer.Option(False, help="No progress bar.")
+CHIP_ATTACK = typer.Option("snn-adaptive", help="snn-adaptive (AutoAttack, then APGD-CE/DLR/T through the spike "
+                                                 "backwards searched per model; with run, Square against the chip), "
+                                                 "autoattack, fast (worst case per sample of the suite), none (run: "
+                                                 "clean only), or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, "
+                                                 "gaussian, adaptive "
+                                                 "(netx_export.analysis.deploy.ATTACKS)."),
 CHIP_SIDE_DEVICE = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
                                              "the attacks run; the chip (Lava, emulator) runs on the CPU.")
 
@@ -202,10 +208,7 @@ def export(
 def run(
     network: Path = typer.Argument(..., help="NetX file written by 'export'."),
     backend: str = typer.Option("Loihi2SimCfg", help="Loihi2SimCfg (simulator), Loihi2HwCfg (Loihi 2) or emulator."),
-    attack: str = typer.Option("snn-adaptive", help="snn-adaptive (AutoAttack, then APGD-CE/DLR/T through the spike "
-                                                    "backwards searched per model; plus Square against the chip), "
-                                                    "autoattack, fast, none, or one of fgsm, pgd, apgd-ce, apgd-dlr, "
-                                                    "apgd-t, square, gaussian."),
+    attack: str = CHIP_ATTACK,
     eps: str = typer.Option("8/255", help="Attack budget, L-inf, e.g. 8/255 or 0.03."),
     limit: Optional[int] = LIMIT,
     data_root: Optional[Path] = DATA_ROOT,
@@ -376,9 +379,7 @@ def evaluate_command(
 def check_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by 'train'."),
     network: Optional[Path] = typer.Argument(None, help="Its NetX export (default: exported on the fly)."),
-    attack: str = typer.Option("snn-adaptive", help="snn-adaptive, autoattack or fast (worst case per sample of the "
-                                                    "suite), or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, "
-                                                    "gaussian."),
+    attack: str = CHIP_ATTACK,
     eps: str = typer.Option("8/255", help="L-inf budget, e.g. 8/255."),
     backend: str = typer.Option("emulator", help="emulator, or Loihi2SimCfg (then also checked against the emulator)."),
     limit: Optional[int] = LIMIT,
@@ -478,6 +479,7 @@ def certify_command(
     guards.integer("--crown-steps", crown_steps, 0, 10_000)
     guards.integer("--batch-size", batch_size, 1, 1 << 16)
     target = _device(device)
+    sharding.init(target.type == "cuda")  # under torchrun: the batches are shared out, rank 0 reports
     spec = spec_for(model, payload, network) if chip else None
     test = checkpoint_test_split(payload, data_root, limit)
     chip_model = None
@@ -491,6 +493,8 @@ def certify_command(
                      chip_certificate=certifier(spec, points) if spec is not None else None,
                      progress=not quiet, crown_steps=crown_steps, chip_model=chip_model,
                      batch_size=batch_size, tighten=tighten)
+    if not sharding.is_main():
+        return
     train_cfg = payload.get("train_config", {})
     config = payload["model_config"]
     typer.echo(f"{str(config.get('neuron')).upper()} {checkpoint} (trained with {train_cfg.get('perturb', '?')}), "

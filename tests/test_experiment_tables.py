@@ -22,7 +22,7 @@ def test_certification_table_reads_finished_runs_without_rerunning_them(tmp_path
         (folder / "done").write_text("")
         for eps in table.EPS:
             robust = 0.5 - k / 10 - eps / 100
-            (folder / f"autoattack-{eps}.json").write_text(json.dumps({"clean": 0.9, "robust": robust}))
+            (folder / f"snn-adaptive-{eps}.json").write_text(json.dumps({"clean": 0.9, "robust": robust}))
             (folder / f"certify-{eps}.json").write_text(json.dumps(
                 {"clean": 0.9, "clean_chip": 0.8, "ibp": k / 10, "crown": k / 20, "verified": k / 10,
                  "verified_chip": k / 10 - 0.01 * (k > 0), "n": 7, "verified_but_broken_by_pgd": 0}))

@@ -115,7 +115,7 @@ def test_sigkill_leaves_no_workers_and_the_next_run_removes_its_segments(conv_ne
 def test_semaphores_are_recorded_before_they_exist(tmp_path):
     """A kill between sem_open and its unlink leaves "sem.mp-..."; the record must already name it."""
     record = tmp_path / "record"
-    code = ("import multiprocessing as mp, pathlib, sys; from netx_export import lava_session as s; "
+    code = ("import multiprocessing as mp, pathlib, sys; from netx_export.runtime import lava_session as s; "
             "s._record_segments(pathlib.Path(sys.argv[1])); mp.get_context('fork').Lock(); "
             "from multiprocessing import shared_memory; m = shared_memory.SharedMemory(create=True, size=8); "
             "m.close(); m.unlink()")

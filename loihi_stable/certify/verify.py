@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ..progress import progress_bar
 
+from .. import sharding
 from ..attacks import PGD
+from ..progress import progress_bar
 from .scrown import crown_margin_lower_bound, tightened_bounds
 from .sibp import ibp_bounds, margin_lower_bound
 
@@ -44,6 +45,23 @@ def certify_batch(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: s
     return out
 
 
+def _certify_one_batch(model, models: dict, attacks: dict, xb, yb, eps: float, method: str, crown_steps: int,
+                       tighten: bool, float_bounds: bool, chip_certificate) -> dict:
+    """Per-sample flags of one batch (clean, PGD, bounds; the chip certificate's verdict and check), numpy."""
+    result = {}
+    for suffix, m in models.items():
+        adv = attacks[suffix](xb, yb) if attacks[suffix] is not None else xb
+        with torch.no_grad():
+            result["clean" + suffix] = m(xb).argmax(1) == yb
+            result["pgd" + suffix] = m(adv).argmax(1) == yb
+    if float_bounds:
+        result.update(certify_batch(model, xb, yb, eps, method, crown_steps, tighten))
+    part = {"flags": {key: value.cpu().numpy() for key, value in result.items()}}
+    if chip_certificate is not None:
+        part["chip"], part["check"] = chip_certificate(xb.cpu().numpy(), yb.cpu().numpy(), eps)
+    return part
+
+
 def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "both", chip_certificate=None,
             pgd_steps: int = 10, batch_size: int = 128, progress: bool = True,
             float_bounds: bool = True, crown_steps: int = CROWN_STEPS, chip_model=None, tighten: bool = False) -> dict:
@@ -65,26 +83,20 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
     model.eval()
     models = {"": model, **({"_chip": chip_model.eval()} if chip_model is not None else {})}
     attacks = {k: PGD(m, eps=eps, steps=pgd_steps) if eps > 0 else None for k, m in models.items()}
-    flags: dict[str, list] = {}
-    chip_flags, chip_checks = [], []
     batches = range(0, len(x), batch_size)
-    for start in progress_bar(batches, desc="certify", unit="batch", disable=not progress):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        result = {}
-        for suffix, m in models.items():
-            adv = attacks[suffix](xb, yb) if attacks[suffix] is not None else xb
-            with torch.no_grad():
-                result["clean" + suffix] = m(xb).argmax(1) == yb
-                result["pgd" + suffix] = m(adv).argmax(1) == yb
-        if float_bounds:
-            result.update(certify_batch(model, xb, yb, eps, method, crown_steps, tighten))
-        for key, value in result.items():
-            flags.setdefault(key, []).append(value.cpu().numpy())
-        if chip_certificate is not None:
-            verified_chip, check = chip_certificate(xb.cpu().numpy(), yb.cpu().numpy(), eps)
-            chip_flags.append(verified_chip)
-            if check is not None:
-                chip_checks.append(check)
+    share = sharding.my_share(len(batches))  # under torchrun: whole batches shared out, gathered in order
+    done = []
+    for i in progress_bar(share, desc="certify", unit="batch", disable=not progress or not sharding.is_main()):
+        xb, yb = x[batches[i]:batches[i] + batch_size], y[batches[i]:batches[i] + batch_size]
+        done.append((i, _certify_one_batch(model, models, attacks, xb, yb, eps, method, crown_steps, tighten,
+                                           float_bounds, chip_certificate)))
+    parts = sharding.gather(done)
+    flags: dict[str, list] = {}
+    for part in parts:
+        for key, value in part["flags"].items():
+            flags.setdefault(key, []).append(value)
+    chip_flags = [part["chip"] for part in parts if "chip" in part]
+    chip_checks = [part["check"] for part in parts if part.get("check") is not None]
     flags = {k: np.concatenate(v) for k, v in flags.items()}
     n = len(x)
     out = {"n": n, "eps": eps, "eps_255": round(eps * 255, 4), "method": method,
