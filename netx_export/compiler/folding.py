@@ -24,6 +24,7 @@ from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx
 from loihi_stable.blocks import READOUT_NEURON
 from loihi_stable.errors import UserError
+from loihi_stable.neurons import FusedDynamics
 from netx_export.fileformat.netx_file import LayerSpec
 
 
@@ -117,14 +118,7 @@ def run_folded(layers: list[FoldedLayer], x: torch.Tensor, timesteps: int) -> to
         if layer.neuron is None:
             return current.mean(-1)
         decay = layer.neuron.effective_decay().detach()
-        u = torch.zeros_like(current[..., 0])
-        spikes = []
-        for t in range(timesteps):
-            v = decay[t] * u + current[..., t]
-            s = (v > layer.neuron.threshold).float()
-            u = v * (1 - s)
-            spikes.append(s)
-        h = torch.stack(spikes, -1)
+        h, _ = FusedDynamics.apply(current, decay, layer.neuron.threshold, 1.0, None)  # the float neuron step
     raise AssertionError("the folded network has no readout")
 
 
