@@ -165,8 +165,12 @@ def voltage_step_interval(v_lo, v_hi, u_lo, u_hi, dv, bias=0):
 def fire_interval(v_lo, v_hi, threshold: int):
     """Spike bounds and sound bounds of the voltage after reset for any v in [v_lo, v_hi]."""
     s_lo, s_hi = (v_lo > threshold).to(v_lo.dtype), (v_hi > threshold).to(v_hi.dtype)
+    return (s_lo, s_hi, *reset_interval(v_lo, v_hi, s_lo, s_hi, threshold))
+
+
+def reset_interval(v_lo, v_hi, s_lo, s_hi, threshold):
+    """Sound bounds of the voltage after the hard reset u = v * 1[v <= threshold] for any v in [v_lo, v_hi],
+    given bounds of the spike (hard, or a surrogate's: S-IBP training differentiates through them):
+    surely spiking 0, surely silent v, undecided [min(v_lo, 0), threshold]."""
     undecided = s_hi - s_lo
-    zero = torch.zeros_like(v_lo)
-    after_lo = (1 - s_hi) * v_lo + undecided * torch.minimum(v_lo, zero)
-    after_hi = (1 - s_hi) * v_hi + undecided * max(threshold, 0)
-    return s_lo, s_hi, after_lo, after_hi
+    return (1 - s_hi) * v_lo + undecided * v_lo.clamp(max=0), (1 - s_hi) * v_hi + undecided * max(threshold, 0)

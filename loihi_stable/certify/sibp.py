@@ -86,9 +86,7 @@ def neuron_bounds(neuron: DLIF, current: Box, clips: dict | None = None) -> tupl
             v_lo = torch.maximum(v_lo, _rounded(clips[t].lo, v_lo.dtype, down=True))
             v_hi = torch.minimum(v_hi, _rounded(clips[t].hi, v_hi.dtype, down=False))
         s_lo, s_hi = triangle_spike(v_lo, th, width), triangle_spike(v_hi, th, width)
-        undecided = s_hi - s_lo
-        u_lo = (1 - s_hi) * v_lo + undecided * v_lo.clamp(max=0)
-        u_hi = (1 - s_hi) * v_hi + undecided * th
+        u_lo, u_hi = kernel.reset_interval(v_lo, v_hi, s_lo, s_hi, th)
         v_out.append((v_lo, v_hi))
         s_out.append((s_lo, s_hi))
     stack = lambda pairs, k: torch.stack([p[k] for p in pairs], -1)  # noqa: E731
