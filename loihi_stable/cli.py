@@ -49,7 +49,7 @@ CHIP_ATTACK = typer.Option("snn-adaptive", help="snn-adaptive (AutoAttack, then 
                                                  "autoattack, fast (worst case per sample of the suite), none (run: "
                                                  "clean only), or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, "
                                                  "gaussian, adaptive "
-                                                 "(netx_export.analysis.deploy.ATTACKS)."),
+                                                 "(netx_export.analysis.deploy.ATTACKS).")
 CHIP_SIDE_DEVICE = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
                                              "the attacks run; the chip (Lava, emulator) runs on the CPU.")
 
