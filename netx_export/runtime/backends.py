@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from loihi_stable import guards
-from loihi_stable.errors import UserError
 
 from netx_export.runtime.lava_runner import BACKENDS as LAVA_BACKENDS
 from netx_export.runtime.lava_runner import run_config, run_network
