@@ -86,3 +86,9 @@ def module_bounds(module: torch.nn.Module, box: Box) -> Box:
                            torch.nn.Flatten, torch.nn.Identity)):
         return box.map(module)  # nonnegative averages, max, ReLU, reshapes: all monotone
     raise TypeError(f"no interval bounds for {type(module).__name__}")
+
+
+def margin_rows(values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, K, ...) the differences values[y] - values[j] for every class j: the readout's weight rows
+    (or biases) of the margins logit[y] - logit[j], which S-IBP, S-CROWN and the chip certificate bound."""
+    return values[y].unsqueeze(1) - values.unsqueeze(0)

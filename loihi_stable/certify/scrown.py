@@ -23,7 +23,7 @@ import torch
 
 from .. import chip_kernel as kernel
 from .. import fixed_point as fx
-from .intervals import Box
+from .intervals import Box, margin_rows
 from .sibp import SpikingBounds, ibp_bounds, input_bounds, neuron_bounds, synapse_weight
 
 
@@ -232,11 +232,11 @@ def _margin_start(model, y: torch.Tensor, ibp: SpikingBounds) -> tuple[dict, tor
     dtype = torch.float64
     timesteps, last = model.config.timesteps, len(model.spiking_neurons) - 1
     w_out = ibp.readout_weight.detach().to(dtype)
-    margin_weights = w_out[y].unsqueeze(1) - w_out.unsqueeze(0)        # (B, K, N_L)
+    margin_weights = margin_rows(w_out, y)                             # (B, K, N_L)
     bias = torch.zeros(margin_weights.shape[:2], dtype=dtype, device=margin_weights.device)
     if ibp.readout_bias is not None:
         b = ibp.readout_bias.detach().to(dtype)
-        bias = bias + (b[y].unsqueeze(1) - b.unsqueeze(0))
+        bias = bias + margin_rows(b, y)
     return {(last, t): ("s", margin_weights / timesteps) for t in range(timesteps)}, bias
 
 

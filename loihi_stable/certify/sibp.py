@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .. import chip_kernel as kernel
 from .. import fixed_point as fx
 from ..neurons import DLIF, triangle_spike
-from .intervals import Box, dense, module_bounds
+from .intervals import Box, dense, margin_rows, module_bounds
 
 
 def synapse_weight(synapse) -> torch.Tensor:
@@ -198,13 +198,13 @@ def margin_lower_bound(bounds: SpikingBounds, y: torch.Tensor) -> torch.Tensor:
     Bounding the difference directly is tighter than subtracting logit bounds.
     """
     w = bounds.readout_weight                     # (K, N)
-    diff = w[y].unsqueeze(1) - w.unsqueeze(0)     # (B, K, N)
+    diff = margin_rows(w, y)                      # (B, K, N)
     spikes = bounds.spikes[-1]                    # (B, N, T)
     lo = diff.clamp(min=0) @ spikes.lo + diff.clamp(max=0) @ spikes.hi  # (B, K, T)
     lo = lo.mean(-1)
     if bounds.readout_bias is not None:
         b = bounds.readout_bias
-        lo = lo + (b[y].unsqueeze(1) - b.unsqueeze(0))
+        lo = lo + margin_rows(b, y)
     return lo
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from loihi_stable import chip_kernel as kernel
+from loihi_stable.certify.intervals import margin_rows
 from netx_export.runtime.chip_unroll import Arithmetic, layer_bias, layer_schedules, sum_dtype, synaptic_sum, unroll, weight_tensor
 from netx_export.fileformat.netx_file import NetSpec, encode_inputs
 
@@ -78,14 +79,14 @@ def readout_margins(spec: NetSpec, y: torch.Tensor, last_spikes: list) -> torch.
     """Lower bounds of readout[y] - readout[j] while the readout neither fires nor saturates: it then
     integrates (W_y - W_j) s[t] << 6 exactly, plus (b_y - b_j) << 6 per step."""
     w = torch.from_numpy(spec.layers[-1].weight.astype(np.int64))
-    diff = w[y].unsqueeze(1) - w.unsqueeze(0)                       # (B, K, N)
+    diff = margin_rows(w, y)                                        # (B, K, N)
     margin = torch.zeros(len(y), w.shape[0], dtype=torch.int64)
     for s_lo, s_hi in last_spikes:
         margin += kernel.activation_current(
             (diff.clamp(min=0) @ s_lo.unsqueeze(-1) + diff.clamp(max=0) @ s_hi.unsqueeze(-1)).squeeze(-1))
     if spec.layers[-1].bias is not None:
         b = torch.from_numpy(spec.layers[-1].bias.astype(np.int64))
-        margin += spec.timesteps * ((b[y].unsqueeze(1) - b.unsqueeze(0)) << kernel.BIAS_SHIFT)
+        margin += spec.timesteps * (margin_rows(b, y) << kernel.BIAS_SHIFT)
     return margin
 
 
