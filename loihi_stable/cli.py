@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,6 +15,7 @@ from . import guards, interrupts, sharding, threads
 from .allocator import keep_freed_memory
 from .errors import UserError
 from .budget import check_eps, read_fraction
+from .launch import QUIET_STOP
 
 class OneLineErrors(TyperGroup):
     """Usage errors (unknown option, a value that is not a number, a missing argument) as one
@@ -49,6 +51,7 @@ CHIP_ATTACK = typer.Option("snn-adaptive", help="snn-adaptive (AutoAttack, then 
                                                  "clean only), or one of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, "
                                                  "gaussian, adaptive "
                                                  "(netx_export.analysis.deploy.ATTACKS).")
+CHIP_BATCH = typer.Option(512, help="Samples crafted and run at once (under torchrun, the unit shared out).")
 CHIP_SIDE_DEVICE = typer.Option("auto", help="auto (a GPU where there is one), cpu or cuda: where the float model and "
                                              "the attacks run; the chip (Lava, emulator) runs on the CPU.")
 
@@ -71,11 +74,13 @@ def check_limit(limit: Optional[int]) -> None:
 
 
 def say(line: str) -> None:
-    """The command's last line on stderr (an error or the interrupt): open progress bars end first."""
+    """The command's last line on stderr (an error or the interrupt): open progress bars end first. Under
+    torchrun only rank 0 says it (every rank meets the same error or interrupt)."""
     from .progress import close_all
 
     close_all()
-    typer.echo(line, err=True)
+    if sharding.is_main():
+        typer.echo(line, err=True)
 
 
 def friendly_errors(command):
@@ -90,6 +95,10 @@ def friendly_errors(command):
             raise
         except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
             if isinstance(err, KeyboardInterrupt) or interrupts.received():
+                if interrupts.stopped_by_launcher():  # loihi-stable-torchrun names the worker that failed
+                    if not os.environ.get(QUIET_STOP):
+                        say(interrupts.message())
+                    raise typer.Exit(143) from None
                 say(str(err) if isinstance(err, interrupts.Interrupted) else interrupts.message())
                 raise typer.Exit(130) from None
             if isinstance(err, UserError):
@@ -216,12 +225,14 @@ def run(
     dlif_schedule: Optional[str] = typer.Option(
         None, help="DLIF's per-step decay on Lava: 'process' (DLIFReset model; simulator default) or 'host' "
                    "(set between steps on stock LIF neurons; Loihi2HwCfg default, slower)."),
+    batch_size: int = CHIP_BATCH,
     device: str = CHIP_SIDE_DEVICE,
     quiet: bool = QUIET,
 ):
-    """Run an exported network on Lava and compare it with the float model."""
+    """Run an exported network on Lava and compare it with the float model; runs under torchrun too."""
     eps_value = parse_eps(eps)  # the checks that need no library first
     check_limit(limit)
+    guards.integer("--batch-size", batch_size, 1, 1 << 20)
     guards.check_outputs({"--json": json_out}, [network, transfer_from])
     from netx_export.runtime.backends import check_backend
     from netx_export.analysis.deploy import compare
@@ -238,6 +249,7 @@ def run(
     target = _device(device)
     spec = read_netx(network)
     threads.configure(spec.arch)
+    sharding.init(target.type == "cuda")  # under torchrun: the batches are shared out, rank 0 reports
     source = None
     if transfer_from is not None:
         from netx_export.compiler.export import model_from_checkpoint
@@ -250,7 +262,9 @@ def run(
             raise UserError(f"--transfer-from '{transfer_from}' takes other inputs or classes than '{network}': "
                             "give a checkpoint trained on the same data set")
     result = compare(spec, backend, attack, eps_value, limit, progress=not quiet, dlif_schedule=dlif_schedule,
-                     data_root=data_root, transfer_from=source, device=target)
+                     data_root=data_root, transfer_from=source, device=target, batch_size=batch_size)
+    if not sharding.is_main():
+        return
     rows = [[name, r["accuracy_float"], r["accuracy_grid"], r["accuracy_chip"], r["agreement"]]
             for name, r in result["results"].items()]
     typer.echo(f"{spec.neuron.upper()} network {network} on {backend}, {result['n']} {spec.dataset} test samples, "
@@ -386,10 +400,11 @@ def check_command(
     ratio_threshold: float = typer.Option(1.5, help="Flag layers whose chip/float MS-MPPD ratio exceeds this."),
     json_out: Optional[Path] = JSON_OUT,
     plot: Optional[Path] = typer.Option(None, help="Write a PNG (perturbation traces and per-layer bars)."),
+    batch_size: int = CHIP_BATCH,
     device: str = CHIP_SIDE_DEVICE,
     quiet: bool = QUIET,
 ):
-    """Compare membrane potential perturbations and accuracy of the float model and the chip."""
+    """Compare membrane potential perturbations and accuracy of the float model and the chip; runs under torchrun too."""
     from netx_export.runtime.backends import check_backend
     from netx_export.analysis.checker import check, plot_check
     from netx_export.compiler.export import model_from_checkpoint, spec_for
@@ -404,15 +419,19 @@ def check_command(
     check_backend(backend)
     check_limit(limit)
     guards.number("--ratio-threshold", ratio_threshold, 0.0, 1e6, low_open=True, fix="e.g. 1.5")
+    guards.integer("--batch-size", batch_size, 1, 1 << 20)
     guards.check_outputs({"--json": json_out, "--plot": plot}, [checkpoint, network])
     target = _device(device)
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload)
     threads.configure(model.config.arch)
+    sharding.init(target.type == "cuda")  # under torchrun: the batches are shared out, rank 0 reports
     spec = spec_for(model, payload, network)
     test = checkpoint_test_split(payload, data_root, limit)
     result = check(model, spec, test.x, test.y, attack, eps_value, backend, ratio_threshold, progress=not quiet,
-                   device=target)
+                   device=target, batch_size=batch_size)
+    if not sharding.is_main():
+        return
     typer.echo(f"{spec.neuron.upper()} {checkpoint} vs chip ({backend}), {attack.upper()} eps={eps_value * 255:g}/255, "
                f"{result['n']} samples")
     typer.echo(table(["layer", "MS-MPPD float", "MS-MPPD chip", "ratio", "correlation", "spike agreement", "flag"],

@@ -23,14 +23,11 @@ def evaluate(model, data: Split, attacks: dict, batch_size: int = 512, progress:
     cascade they are measured once, on the worst-case points (under "robust"). Under torchrun the
     batches are shared out (``sharding``): the result is the one a single process computes.
     """
-    batches = range(0, len(data), batch_size)
-    share = sharding.my_share(len(batches))
-    bar = progress_bar(total=len(share) * (1 + len(attacks)), desc="eval", unit="attack-batch",
-                       disable=not progress or not sharding.is_main())
-    done = [(i, _evaluate_batch(model, data.x[batches[i]:batches[i] + batch_size],
-                                data.y[batches[i]:batches[i] + batch_size], attacks, cascade, bar)) for i in share]
+    bar = progress_bar(total=sharding.share_size(len(data), batch_size) * (1 + len(attacks)), desc="eval",
+                       unit="attack-batch", disable=not progress or not sharding.is_main())
+    parts = sharding.map_batches(len(data), batch_size, lambda batch: _evaluate_batch(
+        model, data.x[batch], data.y[batch], attacks, cascade, bar))
     bar.close()
-    parts = sharding.gather(done)
     correct = dict.fromkeys(["clean", *attacks, "robust"], 0)
     sums: dict[str, list[dict]] = {}
     for part in parts:  # in batch order, as one process adds them
@@ -101,6 +98,22 @@ def contributions(attacks: dict, correct: dict, n: int) -> dict:
     return out
 
 
+def merge_contributions(parts: list[dict]) -> dict:
+    """The ``contributions`` of one cascade run batch by batch (in batch order), as one call over all of them reports."""
+    merged: dict = {}
+    for part in parts:
+        for name, entry in part.items():
+            into = merged.setdefault(name, {**entry, "newly_broken": 0,
+                                            **({"chosen": [], "broken": {}, "search": []} if "broken" in entry else {})})
+            into["newly_broken"] += entry["newly_broken"]
+            if "broken" in entry:  # a surrogate-adaptive attack: what each backward broke, what the searches chose
+                into["chosen"] = list(dict.fromkeys(into["chosen"] + entry["chosen"]))
+                for backward, count in entry["broken"].items():
+                    into["broken"][backward] = into["broken"].get(backward, 0) + count
+                into["search"] = into["search"] or entry["search"]
+    return merged
+
+
 def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor, cascade: bool,
                  before=None):
     """Run each attack on ``x`` (with ``cascade`` only on the samples still ``robust``), yielding
@@ -117,7 +130,10 @@ def _attack_each(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, robust:
         robust[idx[broken]] = False
 
 
-def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+CRAFT_BATCH = 512  # samples attacked at once when crafting inputs (the chip commands' unit of work under torchrun)
+
+
+def worst_case_inputs(model, attacks: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int = CRAFT_BATCH,
                       report: dict | None = None, progress: bool = False, desc: str = "craft") -> torch.Tensor:
     """AutoAttack's cascade: each attack on the samples the earlier ones left robust; per sample the
     first point that breaks it (the clean input where nothing does). ``report`` receives each

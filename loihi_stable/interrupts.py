@@ -8,10 +8,15 @@ interrupt; the points that must not go on after one (every progress update, ever
 check the record; a command that fails after one reports the interrupt, not the failure; and the
 steps no library survives being interrupted in (drawing a figure, writing HDF5, an epoch's files)
 run under ``deferred()``, which holds the interrupt until the step is done.
+
+Under torchrun, SIGTERM is how the launcher stops the other workers when one fails or is
+interrupted: it is taken as the same kind of stop, so that the command ends with one line, not a
+half-written file or a silent death.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -19,6 +24,7 @@ import threading
 _received = False
 _deferring = 0
 _written: list[str] = []
+_stopped_by_launcher = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -32,6 +38,12 @@ def _on_sigint(signum, frame):
         raise KeyboardInterrupt
 
 
+def _on_sigterm(signum, frame):
+    global _stopped_by_launcher
+    _stopped_by_launcher = True
+    _on_sigint(signum, frame)
+
+
 def _quiet_unraisable(unraisable, default=sys.unraisablehook):
     """A swallowed Ctrl-C is recorded, not printed as 'Exception ignored ... Traceback'."""
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
@@ -40,12 +52,14 @@ def _quiet_unraisable(unraisable, default=sys.unraisablehook):
 
 def install() -> None:
     """Take over SIGINT for this command (main thread only; a no-op elsewhere or where SIGINT is ignored)."""
-    global _received, _deferring
-    _received, _deferring = False, 0
+    global _received, _deferring, _stopped_by_launcher
+    _received, _deferring, _stopped_by_launcher = False, 0, False
     _written.clear()
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
         sys.unraisablehook = _quiet_unraisable
+        if "TORCHELASTIC_RUN_ID" in os.environ and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # torchrun's worker
+            signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def received() -> bool:
@@ -69,11 +83,18 @@ def written() -> list[str]:
     return list(dict.fromkeys(_written))
 
 
+def stopped_by_launcher() -> bool:
+    """Whether torchrun stopped this worker (SIGTERM: another one failed or was interrupted)."""
+    return _stopped_by_launcher
+
+
 def message() -> str:
     """The one line an interrupted command ends with."""
+    what = ("stopped by torchrun (another worker failed or was interrupted)" if _stopped_by_launcher
+            else "interrupted")
     if not _written:
-        return "interrupted; no output was written"
-    return f"interrupted; written before it: {', '.join(written())} (complete files)"
+        return f"{what}; no output was written"
+    return f"{what}; written before it: {', '.join(written())} (complete files)"
 
 
 @contextlib.contextmanager

@@ -45,6 +45,17 @@ def my_share(n_batches: int) -> range:
     return range(rank, n_batches, size)
 
 
+def share_size(n: int, batch_size: int) -> int:
+    """How many of the batches of ``batch_size`` out of ``n`` samples this rank works on (for progress bars)."""
+    return len(my_share(len(range(0, n, batch_size))))
+
+
+def map_batches(n: int, batch_size: int, work) -> list[object]:
+    """``work(batch)`` (a slice of the samples) on this rank's batches; every rank's results, in batch order."""
+    starts = range(0, n, batch_size)
+    return gather([(i, work(slice(starts[i], starts[i] + batch_size))) for i in my_share(len(starts))])
+
+
 def gather(results: list[tuple[int, object]]) -> list[object]:
     """Every rank's (batch index, result) pairs, on every rank, as one list in batch order."""
     rank, size = world()

@@ -8,7 +8,7 @@ import step_major_reference as reference
 from loihi_stable import chip_kernel as kernel
 from netx_export.analysis.chip_certificate import chip_bounds
 from netx_export.analysis.chip_model import ChipModel
-from netx_export.runtime.chip_unroll import FLOAT32_EXACT, sum_bound, sum_dtype, synaptic_sum, weight_tensor
+from netx_export.runtime.chip_unroll import FLOAT32_EXACT, pooled_kernel, sum_bound, sum_dtype, synaptic_sum, weight_tensor
 from netx_export.runtime.emulator import emulate
 from netx_export.compiler.export import model_from_checkpoint, write_netx
 from netx_export.fileformat.netx_file import LayerSpec, NetSpec, encode_inputs, read_netx
@@ -85,6 +85,30 @@ def test_certificate_is_the_step_major_loop_bit_for_bit(tmp_path, request, digit
             ours, theirs = chip_bounds(spec, x, y, eps), reference.chip_bounds(spec, x, y, eps)
             for key, value in theirs.items():
                 np.testing.assert_array_equal(getattr(ours, key), value, err_msg=f"{name}, eps {eps}: {key}")
+
+
+def test_a_folded_pool_runs_as_its_small_kernel_on_sum_pooled_inputs_with_the_same_integers(tmp_path):
+    """A stride-2 kernel constant on 2x2 blocks (export's folded average pool) is run as the k x k kernel on the
+    2x2 sum-pooled input: every sum equal to the full convolution's, at the 8-bit extremes and on trained-like
+    random weights; odd input sizes and kernels that are not block-constant keep the full convolution."""
+    spec, _ = _random_vgg(tmp_path)
+    assert [pooled_kernel(layer) is not None for layer in spec.layers] == [False, True, False, False, False]
+    rng = np.random.default_rng(0)
+    small = rng.choice([-256, 254], size=(8, 4, 3, 3))
+    for weight in (small, rng.integers(-128, 127, size=(8, 4, 3, 3)) * 2):
+        layer = LayerSpec(np.repeat(np.repeat(weight, 2, axis=2), 2, axis=3), {"vThMant": 1, "vDecay": 0},
+                          kind="conv", stride=2, padding=2, out_shape=(8, 5, 5))
+        pooled = torch.from_numpy(pooled_kernel(layer)).float()
+        assert torch.equal(pooled, torch.from_numpy(weight).float())
+        full = weight_tensor(layer, torch.float32)
+        for size in (10, 11):  # even: the pooled form; odd: the full convolution
+            spikes = torch.from_numpy(rng.random((3, 4, size, size)) < 0.7).float()
+            spikes[0] = 1
+            exact = torch.nn.functional.conv2d(spikes.double(), full.double(), stride=2, padding=2)
+            assert torch.equal(synaptic_sum(layer, spikes, full, pooled).double(), exact)
+    broken = LayerSpec(layer.weight.copy(), {"vThMant": 1, "vDecay": 0}, kind="conv", stride=2, padding=2)
+    broken.weight[0, 0, 0, 1] += 2
+    assert pooled_kernel(broken) is None
 
 
 def test_float32_sums_are_used_only_where_exact_and_are_exact_at_the_8bit_extremes():

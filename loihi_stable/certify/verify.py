@@ -83,14 +83,15 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, eps: float, method: str = "
     model.eval()
     models = {"": model, **({"_chip": chip_model.eval()} if chip_model is not None else {})}
     attacks = {k: PGD(m, eps=eps, steps=pgd_steps) if eps > 0 else None for k, m in models.items()}
-    batches = range(0, len(x), batch_size)
-    share = sharding.my_share(len(batches))  # under torchrun: whole batches shared out, gathered in order
-    done = []
-    for i in progress_bar(share, desc="certify", unit="batch", disable=not progress or not sharding.is_main()):
-        xb, yb = x[batches[i]:batches[i] + batch_size], y[batches[i]:batches[i] + batch_size]
-        done.append((i, _certify_one_batch(model, models, attacks, xb, yb, eps, method, crown_steps, tighten,
-                                           float_bounds, chip_certificate)))
-    parts = sharding.gather(done)
+    with progress_bar(total=sharding.share_size(len(x), batch_size), desc="certify", unit="batch",
+                      disable=not progress or not sharding.is_main()) as bar:
+        def one_batch(batch: slice) -> dict:
+            part = _certify_one_batch(model, models, attacks, x[batch], y[batch], eps, method, crown_steps, tighten,
+                                      float_bounds, chip_certificate)
+            bar.update(1)
+            return part
+
+        parts = sharding.map_batches(len(x), batch_size, one_batch)  # under torchrun: batches shared out
     flags: dict[str, list] = {}
     for part in parts:
         for key, value in part["flags"].items():

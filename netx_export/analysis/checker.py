@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loihi_stable import chip_kernel as kernel
+from loihi_stable import chip_kernel as kernel, sharding
+from loihi_stable.evaluation import CRAFT_BATCH
 from loihi_stable.metrics import LayerRecord, mppd, record
 from netx_export.runtime.backends import run_on
 from netx_export.analysis.chip_model import grid_model
@@ -42,27 +43,59 @@ def _on_cpu(logits: torch.Tensor, layers: list[LayerRecord]) -> tuple[torch.Tens
                           for r in layers]
 
 
-def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
-          backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True,
-          device: str | torch.device = "cpu") -> dict:
-    """The float model and the attack run on ``device`` (moved there); the chip and the comparison on the CPU."""
-    model = model.to(device)
-    adv = craft(grid_model(spec, model).to(device), attack, x, y, eps, "chip-aware")
-    leak = model.config.leak
-    with model.arithmetic("float"):
-        float_logits, float_layers = zip(*(_on_cpu(*record(model, inputs.to(device))) for inputs in (x, adv)))
+def _attacked_on_chip(spec: NetSpec, grid, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float, backend: str,
+                      progress: bool) -> dict:
+    """One batch: the attack crafted on the grid model, clean and attacked inputs run on the chip with probes,
+    and (off the emulator) whether the emulator reproduces every probed value."""
+    adv = craft(grid, attack, x, y, eps, "chip-aware", batch_size=max(len(x), 1))
     both = torch.cat([x, adv]).numpy()
     run = run_on(spec, both, backend, progress=progress, probe_layers=True)
-    result: dict = {"backend": backend, "attack": attack, "eps": eps, "eps_255": round(eps * 255, 4),
-                    "n": len(x), "ratio_threshold": ratio_threshold}
+    part = {"adv": adv, "run": run}
     if backend != "emulator":
         from netx_export.runtime.emulator import emulate
 
         emu = emulate(spec, both, probe_layers=True)
-        result["emulator_matches_chip"] = bool(
+        part["emulator_matches_chip"] = bool(
             np.array_equal(emu.readout, run.readout)
             and all(np.array_equal(a, b) for a, b in zip(emu.spikes, run.spikes))
             and all(np.array_equal(a, b) for a, b in zip(emu.voltage, run.voltage)))
+    return part
+
+
+def _clean_then_attacked(parts: list[dict]) -> ChipRun:
+    """The batches' chip runs (each its clean samples, then its attacked ones) as one run over all clean
+    samples, then all attacked ones."""
+    def joined(arrays: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+        return np.concatenate([a[:k] for a, k in zip(arrays, sizes)] + [a[k:] for a, k in zip(arrays, sizes)])
+
+    sizes = [len(p["adv"]) for p in parts]
+    runs = [p["run"] for p in parts]
+    return ChipRun(readout=joined([r.readout for r in runs], sizes),
+                   spikes=[joined(list(layer), sizes) for layer in zip(*(r.spikes for r in runs))],
+                   voltage=[joined(list(layer), sizes) for layer in zip(*(r.voltage for r in runs))])
+
+
+def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
+          backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True,
+          device: str | torch.device = "cpu", batch_size: int = CRAFT_BATCH) -> dict:
+    """The float model and the attack run on ``device`` (moved there); the chip and the comparison on the CPU.
+    Crafting and the chip run go batch by batch, shared out under torchrun (``sharding``); the metrics are
+    computed over all samples at once, as one process computes them."""
+    model = model.to(device)
+    grid = grid_model(spec, model).to(device)
+    progress = progress and sharding.is_main()
+    parts = sharding.map_batches(len(x), batch_size, lambda batch: _attacked_on_chip(
+        spec, grid, x[batch], y[batch], attack, eps, backend, progress))
+    adv = torch.cat([p["adv"] for p in parts])
+    run = _clean_then_attacked(parts)
+    leak = model.config.leak
+    with model.arithmetic("float"):
+        float_logits, float_layers = zip(*(_on_cpu(*record(model, inputs.to(device))) for inputs in (x, adv)))
+    both = torch.cat([x, adv]).numpy()
+    result: dict = {"backend": backend, "attack": attack, "eps": eps, "eps_255": round(eps * 255, 4),
+                    "n": len(x), "ratio_threshold": ratio_threshold}
+    if backend != "emulator":
+        result["emulator_matches_chip"] = all(p["emulator_matches_chip"] for p in parts)
     currents = chip_currents(spec, both, run, [neuron.threshold for neuron in model.spiking_neurons])
     n = len(x)
     layers, traces = [], {}

@@ -127,12 +127,13 @@ def sample_ball(x: np.ndarray, eps: float, points: int, seed: int = 0) -> np.nda
 def check_chip_certificate(spec, cert: ChipCertificate, x: np.ndarray, y: np.ndarray, eps: float,
                            points: int = 16, seed: int = 0) -> dict:
     """Run random points of each ball on the emulator: do readouts stay in the bounds?"""
-    from netx_export.runtime.emulator import emulate
+    from netx_export.runtime.emulator import Emulator
 
     inside, verified_broken = True, 0
     bounded = ~cert.may_wrap[:, None]  # where a current may wrap the certificate claims nothing
+    chip = Emulator(spec)
     for sample in sample_ball(x, eps, points, seed):
-        readout = emulate(spec, sample).readout
+        readout = chip(sample).readout
         inside &= bool((((readout >= cert.readout_lo) & (readout <= cert.readout_hi)) | ~bounded).all())
         verified_broken += int((cert.verified & (readout.argmax(1) != np.asarray(y))).sum())
     return {"points_per_sample": points, "readouts_inside_bounds": inside,

@@ -15,7 +15,8 @@ import torch
 from loihi_stable import chip_kernel as kernel
 from loihi_stable import fixed_point as fx, surrogates
 from loihi_stable.neurons import FusedDynamics, triangle_spike
-from netx_export.runtime.chip_unroll import Arithmetic, can_wrap, layer_schedules, sum_dtype, synaptic_sum, unroll
+from netx_export.runtime.chip_unroll import (Arithmetic, can_wrap, layer_schedules, pooled_kernel, sum_dtype, synaptic_sum,
+                                             unroll)
 from netx_export.fileformat.netx_file import NetSpec
 
 
@@ -30,8 +31,8 @@ class GridArithmetic(Arithmetic):
         self.biases, self.wraps = model.biases, model.wraps
 
     def synaptic_sum(self, index, layer, signal):
-        weight = getattr(self.model, f"weight{index}")
-        total = synaptic_sum(layer, signal, weight).double()  # exact integers (chip_unroll.sum_dtype)
+        weight, pooled = getattr(self.model, f"weight{index}"), getattr(self.model, f"pooled{index}")
+        total = synaptic_sum(layer, signal, weight, pooled).double()  # exact integers (chip_unroll.sum_dtype)
         if self.wraps[index]:  # Lava's conv synapse wraps its sum to 24 bits
             return fx.ste(kernel.wrap_conv_activation(torch.round(total.detach())), total)
         return total
@@ -87,6 +88,8 @@ class ChipModel(torch.nn.Module):
         for i, (layer, schedule) in enumerate(zip(spec.layers, layer_schedules(spec))):
             weight = torch.from_numpy(np.ascontiguousarray(layer.weight)).to(sum_dtype(spec, i))
             self.register_buffer(f"weight{i}", weight)
+            pooled = pooled_kernel(layer)  # a folded 2x2 pool: a quarter of the MACs (chip_unroll.pooled_kernel)
+            self.register_buffer(f"pooled{i}", None if pooled is None else torch.from_numpy(pooled).to(weight.dtype))
             self.register_buffer(f"bias{i}", torch.zeros((), dtype=torch.float64) if layer.bias is None else
                                  torch.from_numpy(layer.bias).double().view(*((-1, 1, 1) if layer.kind == "conv" else (-1,))))
             self.register_buffer(f"schedule{i}", schedule.double())

@@ -6,16 +6,16 @@ import time
 import numpy as np
 import torch
 
-from loihi_stable import guards
+from loihi_stable import guards, sharding
 from loihi_stable.attacks import SUITES, Square, load_suite
 from loihi_stable.budget import check_eps
-from loihi_stable.evaluation import build_attacks, surrogate_notes, worst_case_inputs
-from loihi_stable.data import checkpoint_test_split
+from loihi_stable.evaluation import CRAFT_BATCH, build_attacks, merge_contributions, surrogate_notes, worst_case_inputs
+from loihi_stable.data import Split, checkpoint_test_split
 from loihi_stable.errors import UserError
 
 from netx_export.runtime.backends import run_on
 from netx_export.analysis.chip_model import grid_model
-from netx_export.runtime.emulator import emulate
+from netx_export.runtime.emulator import Emulator
 from netx_export.compiler.export import check_spec_matches, model_from_checkpoint
 from netx_export.runtime.lava_runner import resolve_dlif_schedule
 from netx_export.fileformat.netx_file import NetSpec
@@ -26,7 +26,7 @@ CRAFTING = ("chip-aware", "from-float")
 
 
 def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, crafting: str = "chip-aware",
-          report: dict | None = None, progress: bool = False) -> torch.Tensor:
+          report: dict | None = None, progress: bool = False, batch_size: int = CRAFT_BATCH) -> torch.Tensor:
     """Adversarial inputs for ``model``: one attack of the registry (``pgd`` is pgd10, the same
     attack as ``eval``'s), or a suite's cascade, the worst case per sample.
 
@@ -41,7 +41,7 @@ def craft(model, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float, craf
     attacks = build_attacks(model, specs, eps)
     device = model_device(model)  # the attack runs where the model is; the chip takes CPU inputs
     x, y = x.to(device), y.to(device)
-    options = {"report": report, "progress": progress, "desc": f"craft {attack} ({crafting})"}
+    options = {"report": report, "progress": progress, "desc": f"craft {attack} ({crafting})", "batch_size": batch_size}
     if crafting == "from-float":
         with model.arithmetic("float"):
             return worst_case_inputs(model, attacks, x, y, **options).cpu()
@@ -56,8 +56,10 @@ def square_on_chip(spec: NetSpec, x: torch.Tensor, y: torch.Tensor, eps: float, 
                    progress: bool = False) -> torch.Tensor:
     """Square run against the chip itself (the emulator, bit-exact to Loihi2SimCfg): logits only,
     no model, no gradient; the check that the white-box attacks are not fooled by the surrogate."""
+    chip = Emulator(spec)
+
     def chip_logits(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(emulate(spec, images.reshape(len(images), -1).numpy()).readout).double()
+        return torch.from_numpy(chip(images.reshape(len(images), -1).numpy()).readout).double()
 
     square = Square(None, eps=eps, n_queries=queries, logits=chip_logits)
     square.progress = "square on chip" if progress else ""
@@ -69,7 +71,8 @@ CHIP_SQUARE_QUERIES = (5000, 5000)  # dense, conv: each query is one emulator pa
 
 def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 255,
             limit: int | None = None, progress: bool = True, dlif_schedule: str | None = None,
-            data_root: str | None = None, transfer_from=None, device: str | torch.device = "cpu") -> dict:
+            data_root: str | None = None, transfer_from=None, device: str | torch.device = "cpu",
+            batch_size: int = CRAFT_BATCH) -> dict:
     """Accuracy of the three versions of the network, and how often grid and chip agree, per input set.
 
     Versions: float (the trained weights in plain float), grid (the torch model on the chip's
@@ -80,6 +83,8 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     itself ("square<q>-on-chip", query-only). ``robust`` is the chip's worst case per sample over
     every set; ``robust_float`` and ``robust_grid`` the same for the other two versions. The float
     and grid models and their attacks run on ``device``; the chip and Square against it on the CPU.
+    Batches of ``batch_size`` samples are the unit of work, shared out under torchrun (``sharding``):
+    every per-sample result is the one a single process computes.
     """
     guards.choice("attack", attack, ATTACKS)
     eps = check_eps(eps, error=UserError)
@@ -87,12 +92,24 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     if transfer_from is not None:
         transfer_from = transfer_from.to(device)
     test = checkpoint_test_split(spec.checkpoint, data_root, limit)
-    sets, crafted = input_sets(spec, model, grid, test, attack, eps, transfer_from, progress)
-    predictions, chip_seconds = _predict(spec, model, grid, sets, backend, dlif_schedule, device, progress)
+    progress = progress and sharding.is_main()
+
+    def one_batch(batch: slice) -> dict:
+        sets, crafted = input_sets(spec, model, grid, Split(test.x[batch], test.y[batch]), attack, eps,
+                                   transfer_from, progress, batch_size)
+        predictions, seconds = _predict(spec, model, grid, sets, backend, dlif_schedule, device, progress)
+        return {"sets": list(sets), "predictions": predictions, "crafted": crafted, "chip_seconds": seconds}
+
+    parts = sharding.map_batches(len(test), batch_size, one_batch)
+    sets = parts[0]["sets"]
+    predictions = {version: np.concatenate([p["predictions"][version].reshape(len(sets), -1) for p in parts],
+                                           axis=1).reshape(-1) for version in parts[0]["predictions"]}
+    crafted = {name: merge_contributions([p["crafted"][name] for p in parts]) for name in parts[0]["crafted"]}
+    chip_seconds = sum(p["chip_seconds"] for p in parts)  # summed over processes: per-process throughput
     results, worst = _score(sets, predictions, test.y.numpy())
     return {**results[attack if attack != "none" else "clean"], **worst, "robust": worst["robust_chip"],
             "diagnostics": _masking_notes(crafted, sets, attack, predictions["chip"], test.y.numpy()),
-            "sets": list(sets), "n": len(test), "backend": backend, "attack": attack, "eps": eps,
+            "sets": sets, "n": len(test), "backend": backend, "attack": attack, "eps": eps,
             "eps_255": round(eps * 255, 4), "timesteps": spec.timesteps, "neuron": spec.neuron,
             "dataset": spec.dataset,
             "dlif_schedule": ("n/a" if spec.neuron != "dlif" or backend == "emulator"
@@ -110,19 +127,21 @@ def _versions(spec: NetSpec, device) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def input_sets(spec: NetSpec, model, grid, test, attack: str, eps: float, transfer_from=None,
-               progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+               progress: bool = False, batch_size: int = CRAFT_BATCH) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """The named input sets of ``compare`` (clean first), and per crafted set each attack's contribution."""
     sets = {"clean": test.x}
     crafted: dict[str, dict] = {}
     if attack == "none":
         return sets, crafted
     sets[attack] = craft(grid, attack, test.x, test.y, eps, "chip-aware", report=crafted.setdefault(attack, {}),
-                         progress=progress)
+                         progress=progress, batch_size=batch_size)
     if attack != "gaussian":
         sets[f"{attack}-from-float"] = craft(model, attack, test.x, test.y, eps, "from-float",
-                                             report=crafted.setdefault(f"{attack}-from-float", {}), progress=progress)
+                                             report=crafted.setdefault(f"{attack}-from-float", {}), progress=progress,
+                                             batch_size=batch_size)
     if transfer_from is not None:
-        sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware")
+        sets[f"{attack}-transfer"] = craft(transfer_from, attack, test.x, test.y, eps, "chip-aware",
+                                           batch_size=batch_size)
     if attack in SUITES:
         square = next(a for a in build_attacks(grid, load_suite(attack), eps).values() if isinstance(a, Square))
         queries = min(square.n_queries, CHIP_SQUARE_QUERIES[spec.arch != "mlp"])

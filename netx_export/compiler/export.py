@@ -159,11 +159,12 @@ def folding_checks(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, progr
     """What folding and 8-bit quantization changed on samples ``x`` (and, for DLIF, what stock NetX's
     averaged decay changes), chunk by chunk with one progress bar: {"folding": ..., ["stock_netx": ...]}."""
     from loihi_stable.progress import progress_bar
-    from netx_export.runtime.emulator import emulate
+    from netx_export.runtime.emulator import Emulator
     from netx_export.compiler.folding import fold_model, run_folded
 
     layers = fold_model(model)
     stock = stock_reading(spec) if model.config.neuron == "dlif" else None
+    chips = {"run": Emulator(spec), "stock": None if stock is None else Emulator(stock)}
     predictions: dict[str, list] = {"model": [], "folded": [], "run": [], "stock": []}
     with progress_bar(total=len(x), desc="export checks", unit="sample", disable=not progress) as bar:
         for start in range(0, len(x), CHECK_CHUNK):  # the model, its folded layers and the file's integers
@@ -172,9 +173,9 @@ def folding_checks(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, progr
                 predictions["model"].append(model(chunk).argmax(1))
             predictions["folded"].append(run_folded(layers, chunk.reshape(-1, *model.config.input_shape),
                                                     model.config.timesteps).argmax(1))
-            for name, read in (("run", spec), ("stock", stock)):
-                if read is not None:
-                    predictions[name].append(torch.from_numpy(emulate(read, chunk.numpy()).predictions))
+            for name, chip in chips.items():
+                if chip is not None:
+                    predictions[name].append(torch.from_numpy(chip(chunk.numpy()).predictions))
             bar.update(len(chunk))
     reference, folded, quantized = (torch.cat(predictions[k]) for k in ("model", "folded", "run"))
     report = {"folding": {"layers": len(layers), "n": len(x),
