@@ -1,11 +1,13 @@
 """Forward+backward of the chip-arithmetic (grid) model vs its float twin, and vs the per-step path it replaced.
 
-    python benchmarks/grid_model_speed.py [--samples 360] [--repeats 15]
+    python benchmarks/grid_model_speed.py [--samples 360] [--repeats 15] [--compile]
 
 The demo network (DLIF 64-128-64-10, T=8, digits): the grid model is the QAT model in chip
 arithmetic; the float twin is the same model in float arithmetic; "per-step reference" is
 the chip arithmetic as it was before (float32 -> float64 -> round -> float32 on every step,
 ``fixed_point.chip_voltage_step``, and the leak as sign/abs/floor-divide), patched in for the run. Times are medians; one torch thread.
+``--compile`` adds the grid model under ``torch.compile`` (inductor, CPU), its compile time, and whether its
+logits equal the eager model's.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def seconds(model, x, y, repeats: int) -> float:
 
 
 def main() -> None:
-    args = script_args.parse(__doc__, {"samples": 360, "repeats": 15})
+    args = script_args.parse(__doc__, {"samples": 360, "repeats": 15, "compile": False})
     torch.set_num_threads(1)
     _, test = load_dataset("digits")
     x, y = test.x[:args.samples], test.y[:args.samples]
@@ -66,13 +68,23 @@ def main() -> None:
         before = seconds(model, x, y, args.repeats)
     finally:
         fx.chip_dynamics, kernel.decay = fast, decay
+    rows = [["float twin (float arithmetic)", f"{1e3 * float_twin:.1f}", "1.00"],
+            ["grid model (chip arithmetic)", f"{1e3 * grid:.1f}", f"{grid / float_twin:.2f}"],
+            ["grid model, per-step reference (before)", f"{1e3 * before:.1f}", f"{before / float_twin:.2f}"]]
+    if args.compile:
+        start = time.perf_counter()
+        compiled = torch.compile(model)
+        seconds(compiled, x, y, 3)  # the first calls compile
+        took = time.perf_counter() - start
+        fused = seconds(compiled, x, y, args.repeats)
+        with torch.no_grad():
+            same = torch.equal(compiled(x), model(x))
+        rows.append([f"grid model, torch.compile (compiled in {took:.0f} s; logits equal: {same})",
+                     f"{1e3 * fused:.1f}", f"{fused / float_twin:.2f}"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"demo MLP ({model.config.hidden}, T={model.config.timesteps}), {len(x)} samples, forward+backward, "
           f"1 thread; peak memory {peak:.0f} MB")
-    print(table(["model", "ms", "x float twin"],
-                [["float twin (float arithmetic)", f"{1e3 * float_twin:.1f}", "1.00"],
-                 ["grid model (chip arithmetic)", f"{1e3 * grid:.1f}", f"{grid / float_twin:.2f}"],
-                 ["grid model, per-step reference (before)", f"{1e3 * before:.1f}", f"{before / float_twin:.2f}"]]))
+    print(table(["model", "ms", "x float twin"], rows))
     print(f"grid model now / before: {before / grid:.1f}x faster")
 
 
