@@ -118,26 +118,32 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     added after the current's wrap, as Lava adds it).
     """
     scale = state_scale(payload_scale) if scale is None else scale
-    may_wrap = bool(current.abs().max() * scale >= kernel.WRAP) if current.numel() else False
+    may_wrap = False
+    if current.numel():
+        low, high = torch.aminmax(current)
+        may_wrap = bool(torch.maximum(-low, high) * scale >= kernel.WRAP)
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
-    voltage, spike, state = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
-    v = torch.zeros_like(current[0], dtype=torch.float64)
-    drive, fired = torch.empty_like(v), torch.empty_like(v)  # reused: no allocation per step
+    # the parts that do not depend on the state run once on all T steps; the loop keeps the five that do
+    drive = torch.mul(current, scale, out=torch.empty_like(current, dtype=torch.float64)).round_()
+    if may_wrap:
+        drive = kernel.wrap_current(drive)
+    if bias is not None:
+        drive.add_(bias)
+    v_pre, fired, v_post = drive, torch.empty_like(drive), torch.empty_like(drive)  # v_pre[t] starts as drive[t]
+    v, leak = torch.zeros_like(drive[0]), torch.empty_like(drive[0])
+    for d, pre, spike, post in zip(dv.tolist(), v_pre.unbind(0), fired.unbind(0), v_post.unbind(0)):
+        # kernel.voltage_step: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
+        torch.mul(v, (kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY, out=leak).trunc_()
+        pre.add_(leak).clamp_(-kernel.VOLTAGE_LIMIT, kernel.VOLTAGE_LIMIT)
+        torch.gt(pre, threshold_units, out=spike)  # spikes as floats: boolean tensors are slow on the CPU
+        v = torch.addcmul(pre, pre, spike, value=-1.0, out=post)  # the hard reset, v (1 - s)
 
-    def to_units(values, out):  # back to the caller's units (chip units: a plain copy)
-        return out.copy_(values) if scale == 1 else torch.div(values, scale, out=out)
+    def to_units(values):  # back to the caller's units and dtype (chip units: a plain copy)
+        if scale == 1:
+            return values.to(current.dtype)
+        out = torch.empty_like(current)
+        if isinstance(scale, int) and scale & (scale - 1) == 0:  # a power of two: multiplying by 2^-k is the division, exactly, and faster
+            return torch.mul(values, 1.0 / scale, out=out)
+        return torch.div(values, scale, out=out)
 
-    for t, d in enumerate(dv.tolist()):
-        torch.mul(current[t], scale, out=drive).round_()
-        if may_wrap:
-            drive = kernel.wrap_current(drive)
-        if bias is not None:
-            drive.add_(bias)
-        # kernel.voltage_step in place: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
-        v.mul_((kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY).trunc_().add_(drive).clamp_(-kernel.VOLTAGE_LIMIT,
-                                                                                          kernel.VOLTAGE_LIMIT)
-        to_units(v, out=voltage[t])
-        torch.gt(v, threshold_units, out=fired)  # spikes as floats: boolean tensors are slow on the CPU
-        spike[t] = fired
-        to_units(v.addcmul_(v, fired, value=-1.0), out=state[t])  # the hard reset, v (1 - s)
-    return voltage, spike, state
+    return to_units(v_pre), fired.to(current.dtype), to_units(v_post)

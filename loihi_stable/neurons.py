@@ -80,24 +80,21 @@ class FusedDynamics(torch.autograd.Function):
         if chosen is not None and chosen.shape == "rate":  # BPTR: through the firing rate, not the voltage
             grad_current = surrogates.rate_gradient(current, grad_spike, th)
             return (grad_current.movedim(0, -1), grad_decay) + (None,) * 7
+        # what does not depend on the gradient flowing back runs once on all T steps
+        surrogate = surrogates.surrogate_density(chosen, voltage, th, width)
+        keep = 1 - spike  # u = v*(1 - s)
+        detached = chosen is not None and chosen.detach_reset
         grad_current = torch.empty_like(voltage)
         want_decay = ctx.needs_input_grad[1]
         grad_u = None
-        for t in reversed(range(voltage.shape[0])):  # step by step: each step's tensors stay in cache
-            if chosen is not None:  # an attacker's backward (surrogates.Backward)
-                grad_v = surrogates.bptt_step_gradient(chosen, voltage[t], spike[t], grad_spike[t], grad_u, th, width,
-                                                       out=grad_current[t])
-            else:
-                # triangle surrogate: max(0, width - |v - th|) / width^2
-                surrogate = (voltage[t] - th).abs_().neg_().add_(width).relu_()
-                if width != 1.0:
-                    surrogate.div_(width**2)
-                if grad_u is None:  # last step: nothing flows back through the reset
-                    grad_v = torch.mul(surrogate, grad_spike[t], out=grad_current[t])
-                else:
-                    # u = v*(1 - s), reset not detached: dL/dv = sur*(g_s - g_u*v) + g_u*(1 - s)
-                    grad_v = torch.addcmul(grad_spike[t], grad_u, voltage[t], value=-1.0, out=grad_current[t])
-                    grad_v.mul_(surrogate).add_(grad_u).addcmul_(grad_u, spike[t], value=-1.0)
+        steps = zip(surrogate.unbind(0), voltage.unbind(0), keep.unbind(0), grad_spike.unbind(0), grad_current.unbind(0))
+        for t, (sur, v, kept, g_s, grad_v) in reversed(list(enumerate(steps))):  # each step's tensors stay in cache
+            if grad_u is None:  # last step: nothing flows back through the reset
+                torch.mul(sur, g_s, out=grad_v)
+            elif detached:  # u = v*(1 - s) with s a constant: dL/dv = sur*g_s + g_u*(1 - s)
+                torch.mul(sur, g_s, out=grad_v).addcmul_(grad_u, kept)
+            else:  # reset not detached: dL/dv = sur*(g_s - g_u*v) + g_u*(1 - s)
+                torch.addcmul(g_s, grad_u, v, value=-1.0, out=grad_v).mul_(sur).addcmul_(grad_u, kept)
             if t > 0:
                 if want_decay:
                     grad_decay[t] = torch.dot(grad_v.flatten(), state[t - 1].flatten())

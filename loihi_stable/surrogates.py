@@ -139,16 +139,13 @@ def backward_through(model: torch.nn.Module | None, backward: Backward | None):
 
 
 # --- the backward pass of T steps of v = d*u + I, s = H(v - th), u = v*(1 - s) -----------------
-def bptt_step_gradient(backward: Backward, voltage, spike, grad_spike, grad_u, threshold: float, width: float,
-                       out: torch.Tensor) -> torch.Tensor:
-    """dL/dv[t] through one step, given dL/ds[t] and dL/du[t] (None at the last step)."""
-    surrogate = backward.density((voltage - threshold) / width) / width
-    if grad_u is None:
-        return torch.mul(surrogate, grad_spike, out=out)
-    if backward.detach_reset:  # u = v*(1 - s) with s a constant
-        return torch.addcmul(surrogate * grad_spike, grad_u, 1 - spike, out=out)
-    # u = v*(1 - s): dL/dv = sur*(g_s - g_u*v) + g_u*(1 - s)
-    return torch.addcmul(surrogate * (grad_spike - grad_u * voltage), grad_u, 1 - spike, out=out)
+def surrogate_density(backward: Backward | None, voltage: torch.Tensor, threshold: float, width: float) -> torch.Tensor:
+    """dS/dv at every voltage: ``backward``'s, or for None the training one (triangle,
+    max(0, width - |v - th|) / width^2, written out: the same values as Backward().density, fewer passes)."""
+    if backward is not None:
+        return backward.density((voltage - threshold) / width) / width
+    surrogate = (voltage - threshold).abs_().neg_().add_(width).relu_()
+    return surrogate.div_(width**2) if width != 1.0 else surrogate
 
 
 def rate_gradient(current: torch.Tensor, grad_spike: torch.Tensor, threshold: float) -> torch.Tensor:

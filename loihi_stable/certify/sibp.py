@@ -19,15 +19,9 @@ import torch.nn.functional as F
 
 from .. import chip_kernel as kernel
 from .. import fixed_point as fx
+from ..blocks import synapse_weight
 from ..neurons import DLIF, triangle_spike
 from .intervals import Box, dense, margin_rows, module_bounds
-
-
-def synapse_weight(synapse) -> torch.Tensor:
-    """The weight the synapse multiplies by (8-bit grid in quantized mode), as (out, in)."""
-    hook = synapse.pre_hook_fx
-    weight = synapse.weight if hook is None else hook(synapse.weight)
-    return weight.reshape(weight.shape[0], -1)
 
 
 @dataclass
