@@ -155,3 +155,32 @@ def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_sca
         u = v * (1 - s)
         assert torch.equal(voltage[t], v) and torch.equal(spikes[t], s) and torch.equal(state[t], u), f"step {t}"
     assert spikes.any() and (voltage.abs() * scale >= kernel.VOLTAGE_LIMIT).any(), "no spike or no saturation"
+
+
+@pytest.mark.parametrize("weights", ["trained", "8-bit extremes"])
+def test_dense_synapses_as_matrix_products_are_slayers_conv3d_bit_for_bit(dlif_checkpoint, digits, weights, monkeypatch):
+    """blocks.dense_sum against slayer's own Dense synapse (a 1x1x1 conv3d) on the chip's grid: the same
+    logits bit for bit (the sums are exact), the same input gradient up to summation order."""
+    from loihi_stable import blocks
+
+    model = model_from_checkpoint(dlif_checkpoint).eval()
+    if weights == "8-bit extremes":
+        rng = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for synapse in [b.synapse for b in model.blocks] + [model.readout.synapse]:
+                extremes = torch.tensor([kernel.WEIGHT_MIN, kernel.WEIGHT_MAX], dtype=torch.float32) / 64
+                synapse.weight.copy_(extremes[torch.randint(0, 2, synapse.weight.shape, generator=rng)])
+    x = digits[1].x[:64]
+
+    def logits_and_grad():
+        images = x.clone().requires_grad_(True)
+        logits = model(images)
+        logits.sum().backward()
+        return logits.detach(), images.grad
+
+    ours = logits_and_grad()
+    monkeypatch.setattr(blocks, "dense_sum", lambda synapse, spikes: synapse(spikes))
+    slayers = logits_and_grad()
+    assert torch.equal(ours[0], slayers[0])
+    assert ours[0].std() > 0 and ours[1].abs().max() > 0, "a constant network tests nothing"
+    torch.testing.assert_close(ours[1], slayers[1], rtol=1e-5, atol=1e-7)
