@@ -11,6 +11,7 @@ import torch
 
 import loihi_stable  # noqa: F401
 from loihi_stable import script_args
+from loihi_stable.allocator import keep_freed_memory
 from loihi_stable.attacks import load_suite
 from loihi_stable.data import checkpoint_test_split
 from loihi_stable.evaluation import build_attacks, evaluate
@@ -35,6 +36,7 @@ def main() -> None:
                                        "json": None}, positional={"checkpoint": (None, "the checkpoint to attack")},
                              types={"limit": int})
     from pyautoattack import AutoAttack
+    keep_freed_memory()  # as every command does (cli.friendly_errors)
 
     payload = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(payload)

@@ -22,6 +22,7 @@ import torch
 import loihi_stable  # noqa: F401
 from loihi_stable import script_args
 from loihi_stable import blocks, chip_kernel as kernel, fixed_point as fx
+from loihi_stable.allocator import keep_freed_memory
 from loihi_stable.data import load_dataset
 from loihi_stable.models import ModelConfig, build_model
 from loihi_stable.report import table
@@ -62,6 +63,7 @@ def seconds(model, x, y, repeats: int) -> float:
 def main() -> None:
     args = script_args.parse(__doc__, {"samples": 360, "repeats": 15, "compile": False})
     torch.set_num_threads(1)
+    keep_freed_memory()  # as every command does (cli.friendly_errors)
     _, test = load_dataset("digits")
     x, y = test.x[:args.samples], test.y[:args.samples]
     torch.manual_seed(0)
