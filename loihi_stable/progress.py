@@ -9,7 +9,15 @@ from . import interrupts
 
 
 class InterruptibleBar(tqdm):
-    """Every update and every item checks for a Ctrl-C that was swallowed (``interrupts``)."""
+    """Every update and every item checks for a Ctrl-C that was swallowed (``interrupts``).
+
+    No monitor thread: tqdm's daemon thread redraws slow bars from outside the main thread, and a
+    daemon thread writing to stderr while an interrupted command shuts down can abort the interpreter
+    ("could not acquire lock for <stderr> at interpreter shutdown"). Bars check the time on every
+    update instead (``miniters=1``), which is what the monitor exists to restore.
+    """
+
+    monitor_interval = 0
 
     def update(self, n=1):
         interrupts.check()
@@ -35,4 +43,5 @@ def progress_bar(iterable=None, **kwargs) -> tqdm:
     """tqdm, redrawn 10 times a second on a terminal but only every 10 s into a file or pipe,
     where every redraw is kept (a 30-epoch run would otherwise log thousands of lines)."""
     kwargs.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 10.0)
+    kwargs.setdefault("miniters", 1)
     return InterruptibleBar(iterable, **kwargs)

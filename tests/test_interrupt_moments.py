@@ -63,6 +63,7 @@ def interrupt(args, folder: Path, moment) -> tuple[int, str, bool]:
     if sent:
         assert time.monotonic() - at < 10, "the interrupt took longer than 10 s to end the command"
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-1500:]
+    assert cli.returncode in (0, 130), f"exit {cli.returncode}; stderr: {stderr[-3000:]}"
     assert not list(folder.glob(".*.tmp")), list(folder.glob(".*.tmp"))
     lines = stderr.replace("\r", "\n").strip().splitlines()
     assert lines or cli.returncode == 0, f"exit {cli.returncode} and nothing on stderr; stdout: {stdout[-800:]!r}"
