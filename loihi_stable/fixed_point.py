@@ -123,7 +123,7 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
         low, high = torch.aminmax(current)
         may_wrap = bool(torch.maximum(-low, high) * scale >= kernel.WRAP)
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
-    # the parts that do not depend on the state run once on all T steps; the loop keeps the five that do
+    # the parts that do not depend on the state run once on all T steps; the loop keeps the six that do
     drive = torch.mul(current, scale, out=torch.empty_like(current, dtype=torch.float64)).round_()
     if may_wrap:
         drive = kernel.wrap_current(drive)
