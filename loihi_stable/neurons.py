@@ -39,6 +39,25 @@ def triangle_spike(voltage: torch.Tensor, threshold: float, width: float = 1.0) 
     return TriangleSpike.apply(voltage, threshold, width)
 
 
+def spike_dynamics(current: torch.Tensor, decay: torch.Tensor, threshold: float, dv: torch.Tensor | None = None,
+                   payload_scale: int = 1, bias=None, scale=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All T steps of a layer, time-major (``current`` (T, ...), contiguous): (voltage, spikes, state after reset).
+
+    With ``dv`` the chip's integers (``fixed_point.chip_dynamics``: one conversion per layer), else float.
+    Results are written in place (out=), spikes straight as floats, to keep each step at three passes.
+    """
+    if dv is not None:
+        voltage, spike, state = fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale)
+        return voltage, spike, state
+    voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
+    u = torch.zeros_like(current[0])
+    for t in range(current.shape[0]):
+        torch.addcmul(current[t], u, decay[t], out=voltage[t])
+        torch.gt(voltage[t], threshold, out=spike[t])
+        u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])  # v*(1 - s)
+    return voltage, spike, state
+
+
 class FusedDynamics(torch.autograd.Function):
     """All T steps of v[t] = d[t]*u[t-1] + I[t], s = H(v - th), u = v*(1 - s) with a hand-written BPTT.
 
@@ -50,18 +69,8 @@ class FusedDynamics(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # dynamics stay fp32 under AMP
     def forward(ctx, current, decay, threshold, width, dv, payload_scale=1, backward=None, bias=None, scale=None):
-        # time-major and contiguous, so every step touches one dense block of memory; results
-        # are written in place (out=), spikes straight as floats, to keep each step at three passes
         current = current.movedim(-1, 0).contiguous()
-        if dv is not None:  # the chip's integers (fixed_point.chip_dynamics: one conversion per layer)
-            voltage, spike, state = fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale)
-        else:
-            voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
-            u = torch.zeros_like(current[0])
-            for t in range(current.shape[0]):
-                torch.addcmul(current[t], u, decay[t], out=voltage[t])
-                torch.gt(voltage[t], threshold, out=spike[t])
-                u = torch.addcmul(voltage[t], voltage[t], spike[t], value=-1.0, out=state[t])  # v*(1 - s)
+        voltage, spike, state = spike_dynamics(current, decay, threshold, dv, payload_scale, bias, scale)
         ctx.save_for_backward(voltage, spike, state, decay, current if backward is not None else None)
         ctx.threshold, ctx.width, ctx.backward = threshold, width, backward
         ctx.mark_non_differentiable(voltage)

@@ -50,10 +50,18 @@ def share_size(n: int, batch_size: int) -> int:
     return len(my_share(len(range(0, n, batch_size))))
 
 
-def map_batches(n: int, batch_size: int, work) -> list[object]:
-    """``work(batch)`` (a slice of the samples) on this rank's batches; every rank's results, in batch order."""
+def map_batches(n: int, batch_size: int, work, then=None) -> list[object]:
+    """``work(batch)`` (a slice of the samples) on this rank's batches; every rank's results, in batch order.
+
+    ``then(results)`` runs once on all of this rank's results and returns them anew, one per batch: the
+    place for work that costs a start-up per call (Lava compiles and forks its processes once, not per batch).
+    """
     starts = range(0, n, batch_size)
-    return gather([(i, work(slice(starts[i], starts[i] + batch_size))) for i in my_share(len(starts))])
+    mine = list(my_share(len(starts)))
+    results = [work(slice(starts[i], starts[i] + batch_size)) for i in mine]
+    if then is not None and results:
+        results = then(results)
+    return gather(list(zip(mine, results)))
 
 
 def gather(results: list[tuple[int, object]]) -> list[object]:

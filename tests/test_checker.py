@@ -75,3 +75,42 @@ def test_check_on_lava_agrees_with_emulator(deployed, digits):
     emu = check(model, spec, x, y, "pgd", 8 / 255, "emulator", progress=False)
     assert lava["emulator_matches_chip"] is True
     assert lava["layers"] == emu["layers"] and lava["accuracy"] == emu["accuracy"]
+
+
+def _count_lava_starts(monkeypatch) -> list:
+    """Count the Lava runs (a spy around the real runner, which still runs)."""
+    import netx_export.runtime.backends as backends
+
+    starts, real = [], backends.run_network
+    monkeypatch.setattr(backends, "run_network", lambda *a, **k: starts.append(1) or real(*a, **k))
+    return starts
+
+
+@pytest.mark.lava
+def test_check_and_run_start_lava_once_for_many_batches(deployed, digits, monkeypatch):
+    """Batches are the unit of crafting; the chip runs a process's batches in one go, with the same results."""
+    from netx_export.analysis.deploy import compare
+
+    model, spec = deployed
+    x, y = digits[1].x[:12], digits[1].y[:12]
+    starts = _count_lava_starts(monkeypatch)
+    lava = check(model, spec, x, y, "fgsm", 8 / 255, "Loihi2SimCfg", progress=False, batch_size=5)
+    assert len(starts) == 1 and lava["emulator_matches_chip"] is True
+    emu = check(model, spec, x, y, "fgsm", 8 / 255, "emulator", progress=False, batch_size=5)
+    assert lava["layers"] == emu["layers"] and lava["accuracy"] == emu["accuracy"]
+    on_lava = compare(spec, "Loihi2SimCfg", "fgsm", limit=12, progress=False, batch_size=5)
+    assert len(starts) == 2
+    emulated = compare(spec, "emulator", "fgsm", limit=12, progress=False, batch_size=5)
+    keep = ("results", "robust_float", "robust_grid", "robust_chip", "sets")
+    assert {k: on_lava[k] for k in keep} == {k: emulated[k] for k in keep}
+
+
+def test_a_chip_run_splits_back_into_its_batches():
+    from netx_export.fileformat.netx_file import ChipRun
+
+    run = ChipRun(np.arange(14).reshape(7, 2), [np.arange(7 * 3 * 2).reshape(7, 3, 2)], [np.ones((7, 3, 2))])
+    parts = run.split([3, 4])
+    assert [len(p.readout) for p in parts] == [3, 4] and np.array_equal(parts[1].readout, run.readout[3:])
+    assert np.array_equal(np.concatenate([p.spikes[0] for p in parts]), run.spikes[0])
+    assert [len(p.voltage[0]) for p in parts] == [3, 4]
+    assert ChipRun(np.zeros((5, 2))).split([2, 3])[1].spikes is None

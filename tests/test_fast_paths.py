@@ -184,3 +184,39 @@ def test_dense_synapses_as_matrix_products_are_slayers_conv3d_bit_for_bit(dlif_c
     assert torch.equal(ours[0], slayers[0])
     assert ours[0].std() > 0 and ours[1].abs().max() > 0, "a constant network tests nothing"
     torch.testing.assert_close(ours[1], slayers[1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("neuron, form, arithmetic", [("dlif", "leak", "chip"), ("lif", "leak", "chip"),
+                                                      ("dlif", "leak", "float"), ("dlif", "leak", "quantized"),
+                                                      ("dlif", "input", "chip")])
+def test_frozen_query_logits_are_the_models_bit_for_bit(dlif_checkpoint, digits, neuron, form, arithmetic):
+    """Square's query function (weights and schedules taken once) against the model's forward, and Square
+    through it against Square through the model: the same logits, the same adversarial images."""
+    from loihi_stable.attacks import Square
+    from loihi_stable.attacks.query import frozen_logits
+    from loihi_stable.models import ModelConfig, build_model
+
+    if (neuron, form) == ("dlif", "leak"):
+        model = model_from_checkpoint(dlif_checkpoint).eval()
+    else:  # random weights, a schedule that is not all ones, spikes in every layer
+        torch.manual_seed(1)
+        model = build_model(ModelConfig(neuron=neuron, dlif_form=form, hidden=[32, 16], timesteps=5)).eval()
+        with torch.no_grad():
+            for block in model.blocks:
+                block.synapse.weight.mul_(3)
+                if form == "input":
+                    block.neuron.input_scale.copy_(torch.linspace(0.5, 1.5, 5))
+    x = digits[1].x[:40]
+    with model.arithmetic(arithmetic), torch.no_grad():
+        query = frozen_logits(model)
+        assert torch.equal(query(x), model(x))
+        assert model.blocks[-1](model.blocks[0](model.encode(x))).any(), "no spikes: a constant network tests nothing"
+        fast = Square(model, eps=16 / 255, n_queries=30).perturb(x, digits[1].y[:40], None)
+        slow = Square(model, eps=16 / 255, n_queries=30, logits=model).perturb(x, digits[1].y[:40], None)
+        assert torch.equal(fast, slow)
+
+
+def test_conv_nets_have_no_frozen_query_shortcut(conv_lif_checkpoint):
+    from loihi_stable.attacks.query import frozen_logits
+
+    assert frozen_logits(model_from_checkpoint(conv_lif_checkpoint)) is None

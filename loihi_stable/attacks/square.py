@@ -15,6 +15,7 @@ import torch
 
 from ..progress import progress_bar
 from .base import Attack
+from .query import frozen_logits
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # query counts where p halves
 
@@ -48,13 +49,15 @@ class Square(Attack):
 
     def _margin(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            logits = (self.logits or self.model)(x).float()
+            logits = self._query(x).float()
         true = logits.gather(1, y[:, None]).squeeze(1)
         others = logits.scatter(1, y[:, None], -float("inf")).max(1).values
         return true - others
 
     def perturb(self, images, labels, generator):
         generator = generator or torch.Generator(device=images.device).manual_seed(0)
+        # the weights stay fixed while it runs: the model's forward without re-quantizing them per query
+        self._query = self.logits or frozen_logits(self.model) or self.model
         adv = images.clone()
         robust = self._margin(images, labels) > 0
         self.queries_used = torch.zeros(len(images), device=images.device)

@@ -43,23 +43,22 @@ def _on_cpu(logits: torch.Tensor, layers: list[LayerRecord]) -> tuple[torch.Tens
                           for r in layers]
 
 
-def _attacked_on_chip(spec: NetSpec, grid, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float, backend: str,
-                      progress: bool) -> dict:
-    """One batch: the attack crafted on the grid model, clean and attacked inputs run on the chip with probes,
-    and (off the emulator) whether the emulator reproduces every probed value."""
-    adv = craft(grid, attack, x, y, eps, "chip-aware", batch_size=max(len(x), 1))
-    both = torch.cat([x, adv]).numpy()
+def _on_chip(spec: NetSpec, parts: list[dict], backend: str, progress: bool) -> list[dict]:
+    """This process's batches (each its clean samples, then its attacked ones) in one chip run with probes,
+    handed back per batch, and (off the emulator) whether the emulator reproduces every probed value."""
+    inputs = [torch.cat([p["x"], p["adv"]]).numpy() for p in parts]
+    both = np.concatenate(inputs)
     run = run_on(spec, both, backend, progress=progress, probe_layers=True)
-    part = {"adv": adv, "run": run}
+    matches = None
     if backend != "emulator":
         from netx_export.runtime.emulator import emulate
 
         emu = emulate(spec, both, probe_layers=True)
-        part["emulator_matches_chip"] = bool(
-            np.array_equal(emu.readout, run.readout)
-            and all(np.array_equal(a, b) for a, b in zip(emu.spikes, run.spikes))
-            and all(np.array_equal(a, b) for a, b in zip(emu.voltage, run.voltage)))
-    return part
+        matches = bool(np.array_equal(emu.readout, run.readout)
+                       and all(np.array_equal(a, b) for a, b in zip(emu.spikes, run.spikes))
+                       and all(np.array_equal(a, b) for a, b in zip(emu.voltage, run.voltage)))
+    return [{"adv": p["adv"], "run": r, "emulator_matches_chip": matches}
+            for p, r in zip(parts, run.split([len(i) for i in inputs]))]
 
 
 def _clean_then_attacked(parts: list[dict]) -> ChipRun:
@@ -79,13 +78,16 @@ def check(model, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, attack: str = 
           backend: str = "emulator", ratio_threshold: float = 1.5, progress: bool = True,
           device: str | torch.device = "cpu", batch_size: int = CRAFT_BATCH) -> dict:
     """The float model and the attack run on ``device`` (moved there); the chip and the comparison on the CPU.
-    Crafting and the chip run go batch by batch, shared out under torchrun (``sharding``); the metrics are
-    computed over all samples at once, as one process computes them."""
+    Crafting goes batch by batch, shared out under torchrun (``sharding``); each process runs all its batches
+    on the chip at once (one Lava start); the metrics are computed over all samples, as one process computes them."""
     model = model.to(device)
     grid = grid_model(spec, model).to(device)
     progress = progress and sharding.is_main()
-    parts = sharding.map_batches(len(x), batch_size, lambda batch: _attacked_on_chip(
-        spec, grid, x[batch], y[batch], attack, eps, backend, progress))
+    parts = sharding.map_batches(
+        len(x), batch_size,
+        lambda batch: {"x": x[batch], "adv": craft(grid, attack, x[batch], y[batch], eps, "chip-aware",
+                                                   batch_size=max(len(x[batch]), 1))},
+        then=lambda mine: _on_chip(spec, mine, backend, progress))
     adv = torch.cat([p["adv"] for p in parts])
     run = _clean_then_attacked(parts)
     leak = model.config.leak

@@ -83,8 +83,9 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     itself ("square<q>-on-chip", query-only). ``robust`` is the chip's worst case per sample over
     every set; ``robust_float`` and ``robust_grid`` the same for the other two versions. The float
     and grid models and their attacks run on ``device``; the chip and Square against it on the CPU.
-    Batches of ``batch_size`` samples are the unit of work, shared out under torchrun (``sharding``):
-    every per-sample result is the one a single process computes.
+    Batches of ``batch_size`` samples are the unit of crafting, shared out under torchrun (``sharding``),
+    and each process runs all its batches on the chip at once (Lava starts once, not per batch): every
+    per-sample result is the one a single process computes.
     """
     guards.choice("attack", attack, ATTACKS)
     eps = check_eps(eps, error=UserError)
@@ -97,10 +98,19 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
     def one_batch(batch: slice) -> dict:
         sets, crafted = input_sets(spec, model, grid, Split(test.x[batch], test.y[batch]), attack, eps,
                                    transfer_from, progress, batch_size)
-        predictions, seconds = _predict(spec, model, grid, sets, backend, dlif_schedule, device, progress)
-        return {"sets": list(sets), "predictions": predictions, "crafted": crafted, "chip_seconds": seconds}
+        return {"sets": sets, "crafted": crafted}
 
-    parts = sharding.map_batches(len(test), batch_size, one_batch)
+    def predict_share(parts: list[dict]) -> list[dict]:  # one chip run for all of this process's batches
+        inputs = [torch.cat(list(p["sets"].values())) for p in parts]
+        predictions, seconds = _predict(spec, model, grid, torch.cat(inputs), backend, dlif_schedule, device,
+                                        progress)
+        cuts = np.cumsum([len(i) for i in inputs])[:-1]
+        split = {version: np.split(p, cuts) for version, p in predictions.items()}
+        share = [len(i) / sum(map(len, inputs)) for i in inputs]
+        return [{"sets": list(p["sets"]), "crafted": p["crafted"], "chip_seconds": seconds * share[k],
+                 "predictions": {version: split[version][k] for version in split}} for k, p in enumerate(parts)]
+
+    parts = sharding.map_batches(len(test), batch_size, one_batch, then=predict_share)
     sets = parts[0]["sets"]
     predictions = {version: np.concatenate([p["predictions"][version].reshape(len(sets), -1) for p in parts],
                                            axis=1).reshape(-1) for version in parts[0]["predictions"]}
@@ -149,11 +159,10 @@ def input_sets(spec: NetSpec, model, grid, test, attack: str, eps: float, transf
     return sets, crafted
 
 
-def _predict(spec: NetSpec, model, grid, sets: dict, backend: str, dlif_schedule, device,
+def _predict(spec: NetSpec, model, grid, inputs: torch.Tensor, backend: str, dlif_schedule, device,
              progress: bool) -> tuple[dict[str, np.ndarray], float]:
-    """Predicted classes of every set, concatenated, per version (float, grid, chip); the chip's seconds."""
+    """Predicted classes of ``inputs`` per version (float, grid, chip); the chip's seconds."""
     start = time.perf_counter()
-    inputs = torch.cat(list(sets.values()))
     chip = run_on(spec, inputs.numpy(), backend, progress=progress, dlif_schedule=dlif_schedule).predictions
     chip_seconds = time.perf_counter() - start
     with torch.no_grad():

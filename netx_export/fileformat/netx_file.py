@@ -127,6 +127,16 @@ class ChipRun:
     def predictions(self) -> np.ndarray:
         return self.readout.argmax(1)
 
+    def split(self, sizes: list[int]) -> list["ChipRun"]:
+        """Consecutive runs of ``sizes`` samples each: one long run, handed back to the batches that made it."""
+        cuts = np.cumsum(sizes)[:-1]
+
+        def parts(layers):
+            return [None] * len(sizes) if layers is None else list(zip(*(np.split(a, cuts) for a in layers)))
+
+        return [ChipRun(readout, None if s is None else list(s), None if v is None else list(v))
+                for readout, s, v in zip(np.split(self.readout, cuts), parts(self.spikes), parts(self.voltage))]
+
 
 def encode_inputs(spec: NetSpec, x: np.ndarray) -> np.ndarray:
     """Samples (N, ...) in [0, 1] -> graded payloads, int64: (N, C, H, W) for conv files, else (N, F)."""
