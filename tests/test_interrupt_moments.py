@@ -52,8 +52,8 @@ def wait_for(cli: subprocess.Popen, moment, folder: Path) -> bool:
     return cli.poll() is None
 
 
-def interrupt(args, folder: Path, moment) -> tuple[int, str, bool]:
-    """(exit code, last stderr line, whether the signal was sent before the run ended)."""
+def interrupt(args, folder: Path, moment) -> tuple[int, str, bool, str]:
+    """(exit code, last stderr line, whether the signal was sent before the run ended, the whole stderr)."""
     cli = start(args, folder)
     sent = wait_for(cli, moment, folder)
     if sent:
@@ -67,14 +67,14 @@ def interrupt(args, folder: Path, moment) -> tuple[int, str, bool]:
     assert not list(folder.glob(".*.tmp")), list(folder.glob(".*.tmp"))
     lines = stderr.replace("\r", "\n").strip().splitlines()
     assert lines or cli.returncode == 0, f"exit {cli.returncode} and nothing on stderr; stdout: {stdout[-800:]!r}"
-    return cli.returncode, lines[-1] if lines else "", sent
+    return cli.returncode, lines[-1] if lines else "", sent, stderr
 
 
-def assert_interrupted_or_finished(code: int, last: str, sent: bool) -> None:
+def assert_interrupted_or_finished(code: int, last: str, sent: bool, stderr: str) -> None:
     if code == 0:
         return  # the signal came as the command was exiting: it finished, every output complete (checked by caller)
     assert sent and code == 130, (code, last)
-    assert last.startswith("interrupted"), last
+    assert last.startswith("interrupted"), f"last line {last!r}; the whole stderr: {stderr[-4000:]!r}"
 
 
 def temp_file_appears(pattern: str, count: int = 1):
@@ -120,8 +120,8 @@ TRAIN_MOMENTS = {**{f"{f:.0%} of the run": f for f in SPREAD},
 @pytest.mark.parametrize("moment", list(TRAIN_MOMENTS))
 def test_train_interrupted_at_any_moment_leaves_what_it_says(tmp_path, train_seconds, moment):
     when = TRAIN_MOMENTS[moment]
-    code, last, sent = interrupt(TRAIN, tmp_path, when * train_seconds if isinstance(when, float) else when)
-    assert_interrupted_or_finished(code, last, sent)
+    code, last, sent, stderr = interrupt(TRAIN, tmp_path, when * train_seconds if isinstance(when, float) else when)
+    assert_interrupted_or_finished(code, last, sent, stderr)
     best, last_pt = tmp_path / "m.pt", tmp_path / "m.last.pt"
     metrics = [tmp_path / f"m.metrics.{ext}" for ext in ("json", "csv", "png")]
     assert best.exists() == last_pt.exists() == all(p.exists() for p in metrics), sorted(os.listdir(tmp_path))
@@ -166,8 +166,8 @@ def test_commands_interrupted_at_any_moment_write_nothing_half_made(tmp_path, mo
                                                                     command, moment):
     args, outputs, writing = COMMANDS[command]
     when = writing if moment == "writing" else float(moment[:-1]) / 100 * command_seconds[command]
-    code, last, sent = interrupt(args(model_files), tmp_path, when)
-    assert_interrupted_or_finished(code, last, sent)
+    code, last, sent, stderr = interrupt(args(model_files), tmp_path, when)
+    assert_interrupted_or_finished(code, last, sent, stderr)
     for name in outputs:
         path = tmp_path / name
         if code == 130:

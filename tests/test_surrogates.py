@@ -207,7 +207,7 @@ def test_eval_with_the_default_suite_reports_each_attacks_contribution(tmp_path,
     assert sorted(contributions) == sorted(["apgd-ce100", "apgd-t", "fab-t", "square", "adaptive"])
     assert out["robust"] <= min(out[name] for name in contributions)  # never above any of its attacks
     assert round(out["clean"] * 10) - sum(c["newly_broken"] for c in contributions.values()) == round(out["robust"] * 10)
-    assert contributions["adaptive"]["chosen"] and len(contributions["adaptive"]["search"]) == 37
+    assert contributions["adaptive"]["chosen"] and len(contributions["adaptive"]["search"]) == len(surrogates.search_space())
     assert contributions["adaptive"]["newly_broken"] == sum(contributions["adaptive"]["broken"].values())
 
 
@@ -219,6 +219,6 @@ def test_run_on_a_conv_file_crafts_adaptively_on_the_grid_model(conv_dlif_checkp
     write_netx(model_from_checkpoint(conv_dlif_checkpoint), conv_dlif_checkpoint, tmp_path / "conv.net")
     result = compare(read_netx(tmp_path / "conv.net"), "emulator", "adaptive", eps=8 / 255, limit=6, progress=False)
     report = result["contributions"]["adaptive"]["adaptive"]  # crafted chip-aware: on the file's ChipModel
-    assert report["chosen"] and len(report["search"]) == report["candidates"] == 37
+    assert report["chosen"] and len(report["search"]) == report["candidates"] == len(surrogates.search_space())
     assert result["results"]["adaptive"]["agreement"] == 1.0  # grid and chip agree on the crafted points
     assert result["robust_chip"] <= result["results"]["adaptive"]["accuracy_chip"]

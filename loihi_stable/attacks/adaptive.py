@@ -20,7 +20,6 @@ from .apgd import APGD
 from .apgd_targeted import APGDT
 from .base import Attack
 
-DEFAULT_SHARPNESS = [0.25, 1.0, 4.0]
 
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -43,7 +42,7 @@ class AdaptiveSurrogate(Attack):
                 raise ValueError(f"{key} must be at least 1 (a search needs a budget), got {value}")
         self.steps, self.search_steps, self.calibration = int(steps), int(search_steps), int(calibration)
         self.top_k, self.n_target_classes = int(top_k), int(n_target_classes)
-        sharpness = DEFAULT_SHARPNESS if sharpness is None else sharpness
+        sharpness = surrogates.SEARCH_SHARPNESS if sharpness is None else sharpness
         if not sharpness:
             raise ValueError("sharpness needs at least one value")
         shapes = list(surrogates.SHAPES) if shapes is None else shapes
