@@ -7,6 +7,7 @@ the rate backward) on every sample the suite left robust, and reports how many m
 issue's goal: at most 0.5 point.
 
     python experiments/heldout_check.py model.pt [--arithmetic chip|float] [--suite snn-adaptive] [--limit N]
+                                        [--steps 100] [--sharpness 0.25,0.5,...,64]
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ def main(argv=None) -> None:
     args = script_args.parse(__doc__, {
         "arithmetic": ("chip", "chip (the grid model: what the chip computes) or float (the float twin)"),
         "suite": ("snn-adaptive", "the suite whose headline is checked"), "eps": ("8", "on the /255 scale"),
+        "steps": (100, "APGD steps per held-out attack"),
+        "sharpness": (",".join(f"{k:g}" for k in HELDOUT_SHARPNESS), "the held-out grid's sharpness values"),
         "limit": None, "data_root": None, "json": None}, argv,
-        positional={"checkpoint": (None, "the model to check")}, types={"limit": int})
+        positional={"checkpoint": (None, "the model to check")}, types={"limit": int, "steps": int})
     torch.set_num_threads(1)
     payload = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(payload).eval()
@@ -46,13 +49,13 @@ def main(argv=None) -> None:
             robust = (model(adv).argmax(1) == y) & (model(x).argmax(1) == y)
         suite_seconds = time.perf_counter() - started
         left, broken_by = robust.clone(), {}
-        grid = surrogates.search_space(HELDOUT_SHARPNESS)
+        grid = surrogates.search_space(tuple(float(k) for k in str(args.sharpness).split(",")))
         for backward in progress_bar(grid, desc="held-out backwards", unit="backward"):
             for loss in ("ce", "dlr"):
                 idx = left.nonzero().flatten()
                 if idx.numel() == 0:
                     break
-                found = APGD(model, eps=eps, steps=100, loss=loss, seed=HELDOUT_SEED, surrogate=backward)(x[idx], y[idx])
+                found = APGD(model, eps=eps, steps=args.steps, loss=loss, seed=HELDOUT_SEED, surrogate=backward)(x[idx], y[idx])
                 with torch.no_grad():
                     broken = model(found).argmax(1) != y[idx]
                 left[idx[broken]] = False
@@ -61,7 +64,7 @@ def main(argv=None) -> None:
     n, more = len(y), int((robust & ~left).sum())
     print(f"{args.checkpoint}, {args.arithmetic} arithmetic, {n} samples, eps {args.eps}/255")
     print(f"{args.suite}: robust {100 * robust.float().mean():.2f}% ({suite_seconds:.0f} s)")
-    print(f"held-out ({len(grid)} backwards x APGD-CE/DLR 100, seed {HELDOUT_SEED}): {more} more broken -> "
+    print(f"held-out ({len(grid)} backwards x APGD-CE/DLR {args.steps}, seed {HELDOUT_SEED}): {more} more broken -> "
           f"{100 * left.float().mean():.2f}% ({100 * more / n:.2f} points; goal <= 0.5)")
     for name, count in broken_by.items():
         print(f"  {name}: {count}")

@@ -35,3 +35,17 @@ def test_certification_table_reads_finished_runs_without_rerunning_them(tmp_path
     saved = json.loads((tmp_path / "out" / "certification-toy-mlp.json").read_text())
     assert [r["training"] for r in saved["rows"]][::2] == list(table.TRAININGS)
     assert "7 test samples" in (tmp_path / "out" / "certification-toy-mlp.md").read_text()
+
+
+def test_heldout_check_counts_what_other_backwards_break_after_the_suite(tmp_path, dlif_checkpoint):
+    import torch
+
+    check = load_script("heldout_check")
+    torch.save(dlif_checkpoint, tmp_path / "m.pt")
+    out = tmp_path / "heldout.json"
+    check.main([str(tmp_path / "m.pt"), "--suite", "fast", "--eps", "32", "--limit", "24", "--steps", "5",
+                "--sharpness", "1,16", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["backwards"] == 6 * 2 * 2 + 1 and result["n"] == 24
+    assert 0 < result["robust_suite"] <= 24, "nothing left robust: the check tests nothing"
+    assert result["robust_after_heldout"] == result["robust_suite"] - sum(result["heldout_broken"].values())
