@@ -21,7 +21,6 @@ from .apgd_targeted import APGDT
 from .base import Attack
 
 
-
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """z_y - max_{j != y} z_j: negative where the sample is misclassified."""
     true = logits.gather(1, labels[:, None]).squeeze(1)
