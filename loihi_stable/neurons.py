@@ -47,8 +47,7 @@ def spike_dynamics(current: torch.Tensor, decay: torch.Tensor, threshold: float,
     Results are written in place (out=), spikes straight as floats, to keep each step at three passes.
     """
     if dv is not None:
-        voltage, spike, state = fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale)
-        return voltage, spike, state
+        return fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale)
     voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
     u = torch.zeros_like(current[0])
     for t in range(current.shape[0]):

@@ -104,11 +104,11 @@ def compare(spec: NetSpec, backend: str, attack: str = "none", eps: float = 8 / 
         inputs = [torch.cat(list(p["sets"].values())) for p in parts]
         predictions, seconds = _predict(spec, model, grid, torch.cat(inputs), backend, dlif_schedule, device,
                                         progress)
-        cuts = np.cumsum([len(i) for i in inputs])[:-1]
-        split = {version: np.split(p, cuts) for version, p in predictions.items()}
-        share = [len(i) / sum(map(len, inputs)) for i in inputs]
-        return [{"sets": list(p["sets"]), "crafted": p["crafted"], "chip_seconds": seconds * share[k],
-                 "predictions": {version: split[version][k] for version in split}} for k, p in enumerate(parts)]
+        sizes = [len(i) for i in inputs]
+        split = {version: np.split(p, np.cumsum(sizes)[:-1]) for version, p in predictions.items()}
+        return [{"sets": list(p["sets"]), "crafted": p["crafted"], "chip_seconds": seconds * size / sum(sizes),
+                 "predictions": {version: split[version][k] for version in split}}
+                for k, (p, size) in enumerate(zip(parts, sizes))]
 
     parts = sharding.map_batches(len(test), batch_size, one_batch, then=predict_share)
     sets = parts[0]["sets"]
