@@ -98,6 +98,18 @@ def message() -> str:
 
 
 @contextlib.contextmanager
+def held():
+    """Hold a Ctrl-C for a few statements that must happen together (a bar's last line and its newline),
+    without raising one already received: whoever comes next checks."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+
+
+@contextlib.contextmanager
 def deferred():
     """Hold a Ctrl-C until the block ends (keep the block short), then raise it.
 

@@ -23,6 +23,13 @@ class InterruptibleBar(tqdm):
         interrupts.check()
         return super().update(n)
 
+    def close(self):
+        """The final redraw and its newline together: a Ctrl-C between them would leave the bar's line
+        open, and the interrupt's line would be printed onto its end."""
+        with interrupts.held():
+            super().close()
+        interrupts.check()
+
     def __iter__(self):
         for item in super().__iter__():
             interrupts.check()
@@ -32,11 +39,12 @@ class InterruptibleBar(tqdm):
 def close_all() -> None:
     """End every open bar, so that the line printed next (an error, the interrupt) is the last one:
     a bar left open is redrawn when it is garbage collected, after everything else."""
-    for bar in list(getattr(tqdm, "_instances", ())):
-        try:
-            bar.close()
-        except Exception:  # noqa: BLE001  (a bar half torn down by the interrupt)
-            pass
+    with interrupts.held():  # closing after the interrupt must not raise it again
+        for bar in list(getattr(tqdm, "_instances", ())):
+            try:
+                bar.close()
+            except Exception:  # noqa: BLE001  (a bar half torn down by the interrupt)
+                pass
 
 
 def progress_bar(iterable=None, **kwargs) -> tqdm:

@@ -38,6 +38,19 @@ def segments() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir()} if SHM_DIR.is_dir() else set()
 
 
+def left_behind(before: set[str], command: int) -> set[str]:
+    """Segments that appeared since ``before``, less those of Lava runs of other commands going on beside
+    this test (another job on the machine): each lists its segments in its record before it makes them."""
+    left = segments() - before
+    for record in SHM_DIR.glob(f"{RECORD_PREFIX}*"):
+        if not record.name[len(RECORD_PREFIX):].startswith(f"{command}-"):
+            try:
+                left -= {record.name, *record.read_text().split()}
+            except OSError:
+                left.discard(record.name)
+    return left
+
+
 def default_sigint() -> None:
     """In the child: Ctrl-C as a terminal gives it, even where this test runs with SIGINT ignored
     (a job started with & by a shell without job control); the CLI rightly respects an ignored SIGINT."""
@@ -65,7 +78,7 @@ def assert_stopped_cleanly(cli: subprocess.Popen, sent: float, out: Path, before
     assert live_processes(cli.pid) == []
     assert cli.returncode != 0
     assert not out.exists() and not list(out.parent.glob("*.tmp*"))
-    left = segments() - before
+    left = left_behind(before, cli.pid)
     assert left == set(), f"shared memory left behind: {left}"
     assert "Traceback" not in stderr
     return stderr
@@ -125,6 +138,25 @@ def test_semaphores_are_recorded_before_they_exist(tmp_path):
 
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
+def test_a_process_still_running_after_the_cleanup_makes_no_segment(tmp_path):
+    """The cleanup removed the record; a process the group kill missed must stop, not make a segment
+    that no record names."""
+    record = SHM_DIR / f"{RECORD_PREFIX}test-{os.getpid()}"
+    code = ("import pathlib, sys; from netx_export.runtime import lava_session as s; record = pathlib.Path(sys.argv[1]); "
+            "s._record_segments(record); record.unlink(); from multiprocessing import shared_memory; "
+            "m = shared_memory.SharedMemory(create=True, size=8); m.close(); m.unlink(); print('made', m.name)")
+    before = segments()
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(record)], capture_output=True, text=True,
+                              start_new_session=True, timeout=60)  # its own group: the kill it does stops only it
+    finally:
+        record.unlink(missing_ok=True)
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout, done.stderr)
+    assert "made" not in done.stdout
+    assert not {n for n in segments() - before if n.startswith("psm_")}
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
 def test_sem_open_temps_left_by_a_kill_are_swept_and_older_files_kept():
     from netx_export.runtime.lava_session import remove_sem_open_temps
 
@@ -170,3 +202,34 @@ def test_a_swallowed_ctrl_c_still_stops_every_write(tmp_path):
         interrupts.install()  # clears the record (a no-op for the handler here)
 
 # Ctrl-C at measured moments of train, export, eval and run: tests/test_interrupt_moments.py
+
+
+def test_a_ctrl_c_as_a_bar_closes_leaves_no_line_open():
+    """The interrupt's line goes onto whatever stderr holds: a bar's final redraw and its newline go together,
+    and the interrupt is raised after them."""
+    import io
+
+    from loihi_stable import interrupts
+    from loihi_stable.progress import progress_bar
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.install()
+        out = io.StringIO()
+        bar = progress_bar(total=3, file=out, mininterval=0)
+        bar.update(3)
+        redraw = bar.display
+
+        def redraw_then_ctrl_c(*args, **kwargs):
+            shown = redraw(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)
+            return shown
+        bar.display = redraw_then_ctrl_c
+        with pytest.raises(KeyboardInterrupt):
+            bar.close()
+        assert out.getvalue().endswith("\n"), repr(out.getvalue()[-80:])
+        assert interrupts.received()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupts.install()

@@ -24,6 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
+from loihi_stable import interrupts
+
 SHM_DIR = Path("/dev/shm")
 RECORD_PREFIX = "loihi-stable-lava-"  # <prefix><parent pid>-<child pid>: one segment name per line
 SEM_OPEN_TEMP = re.compile(r"sem\.[A-Za-z0-9]{6}")  # glibc's sem_open: temp file, then link to the name
@@ -44,11 +46,21 @@ def _alive(pid: int) -> bool:
 
 
 def _append(record: Path, name: str) -> None:
+    """Add ``name`` to the record the Lava child created; never create it. A record that is gone means the
+    run was already cleaned up: a process still running then (a straggler the group kill missed)
+    stops its group rather than make a segment no one would remove."""
     try:
-        with open(record, "a") as handle:
-            handle.write(name + "\n")
-    except OSError:  # no /dev/shm here: nothing to clean up after a kill either
-        pass
+        descriptor = os.open(record, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        if SHM_DIR.is_dir():
+            _kill_group(os.getpgid(0))
+        return  # no /dev/shm here (shm_open without a folder): nothing can be cleaned up by name
+    except OSError:
+        return
+    try:
+        os.write(descriptor, (name + "\n").encode())
+    finally:
+        os.close(descriptor)
 
 
 def _record_segments(record: Path) -> None:
@@ -58,6 +70,11 @@ def _record_segments(record: Path) -> None:
 
     original_init = shared_memory.SharedMemory.__init__
     original_name = synchronize.SemLock._make_name
+
+    try:
+        record.touch()  # created once, here; every process of the run only appends (``_append``)
+    except OSError:  # no /dev/shm
+        pass
 
     def recording_init(self, name=None, create=False, size=0):
         if create and name is None:
@@ -174,6 +191,7 @@ def _one_thread_after_fork() -> None:
 
 def _child(function, args, kwargs, sender, parent: int, record: Path) -> None:
     os.setpgid(0, 0)
+    interrupts.install()  # a fresh record, not the parent's hold over the fork
     _one_thread_after_fork()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -198,24 +216,26 @@ def run_in_own_group(function, *args, **kwargs):
     started = time.time()
     parent = os.getpid()
     receiver, sender = multiprocessing.connection.Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # the child never returns into the caller's code
-        status = 0
-        try:
-            receiver.close()
-            record = SHM_DIR / f"{RECORD_PREFIX}{parent}-{os.getpid()}"
-            _child(function, args, kwargs, sender, parent, record)
-        except BaseException:  # noqa: BLE001
-            status = 1
-        finally:
-            os._exit(status)
-    sender.close()
+    with interrupts.held():  # a Ctrl-C between the fork and the try below would leave the child to run on
+        pid = os.fork()
+        if pid == 0:  # the child never returns into the caller's code
+            status = 0
+            try:
+                receiver.close()
+                record = SHM_DIR / f"{RECORD_PREFIX}{parent}-{os.getpid()}"
+                _child(function, args, kwargs, sender, parent, record)
+            except BaseException:  # noqa: BLE001
+                status = 1
+            finally:
+                os._exit(status)
     record = SHM_DIR / f"{RECORD_PREFIX}{parent}-{pid}"
     try:
-        os.setpgid(pid, pid)  # also here: no window in which a signal finds it in our group
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+        sender.close()
+        try:
+            os.setpgid(pid, pid)  # also here: no window in which a signal finds it in our group
+        except (ProcessLookupError, PermissionError):
+            pass
+        interrupts.check()
         try:
             result = receiver.recv()
         except EOFError:
