@@ -112,16 +112,21 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
 
     The same values as T calls of ``chip_voltage_step`` with the spike test in the float model's dtype,
     with fewer passes per step: the state stays in float64 integers between steps (no round trip), the
-    decay is one multiply and a trunc, and the current's 24-bit wrap is skipped when no current of the
-    layer can reach it (one check per layer). Step by step, so each step's tensors stay in cache. The grid
+    decay is one multiply and a trunc, and the current's 24-bit wrap and the voltage's saturation are skipped
+    when no current of the layer can reach them (one check per layer). Step by step, so each step's tensors stay in cache. The grid
     model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
     added after the current's wrap, as Lava adds it).
     """
     scale = state_scale(payload_scale) if scale is None else scale
-    may_wrap = False
+    may_wrap = may_saturate = False
     if current.numel():
         low, high = torch.aminmax(current)
-        may_wrap = bool(torch.maximum(-low, high) * scale >= kernel.WRAP)
+        peak = float(torch.maximum(-low, high)) * scale
+        may_wrap = peak >= kernel.WRAP
+        # |v[t]| <= the sum of |drive| over the steps so far (the leak and the reset only shrink it): below the
+        # limit, the 24-bit saturation cannot act and is skipped (one pass fewer per step)
+        drive_peak = min(peak + 1, kernel.WRAP) + (float(bias.abs().max()) if bias is not None and bias.numel() else 0)
+        may_saturate = drive_peak * current.shape[0] > kernel.VOLTAGE_LIMIT
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
     # the parts that do not depend on the state run once on all T steps; the loop keeps the six that do
     drive = torch.mul(current, scale, out=torch.empty_like(current, dtype=torch.float64)).round_()
@@ -134,7 +139,9 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     for d, pre, spike, post in zip(dv.tolist(), v_pre.unbind(0), fired.unbind(0), v_post.unbind(0)):
         # kernel.voltage_step: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
         torch.mul(v, (kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY, out=leak).trunc_()
-        pre.add_(leak).clamp_(-kernel.VOLTAGE_LIMIT, kernel.VOLTAGE_LIMIT)
+        pre.add_(leak)
+        if may_saturate:
+            pre.clamp_(-kernel.VOLTAGE_LIMIT, kernel.VOLTAGE_LIMIT)
         torch.gt(pre, threshold_units, out=spike)  # spikes as floats: boolean tensors are slow on the CPU
         v = torch.addcmul(pre, pre, spike, value=-1.0, out=post)  # the hard reset, v (1 - s)
 

@@ -137,14 +137,17 @@ def test_float_decay_is_the_integer_decay():
         assert torch.equal(kernel.decay(x.double(), torch.tensor(float(d))), kernel.decay(x, d).double())
 
 
-@pytest.mark.parametrize("threshold, payload_scale", [(1.0, 1), (0.1, 64), (1.3, 1)])
-def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_scale):
-    """Currents large enough to wrap and voltages that saturate, a threshold not exact in float32."""
+@pytest.mark.parametrize("threshold, payload_scale, sizes", [(1.0, 1, [0.5, 2000.0, 4000.0]), (0.1, 64, [0.5, 2000.0, 4000.0]),
+                                                              (1.3, 1, [0.5, 2000.0, 4000.0]), (1.0, 1, [0.5, 20.0])])
+def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_scale, sizes):
+    """Currents large enough to wrap and voltages that saturate, a threshold not exact in float32; and
+    voltages that come within 2x of the saturation without a current that could reach it (the clamp is
+    skipped there)."""
     from loihi_stable import fixed_point as fx
 
     rng = np.random.default_rng(0)
     scale = fx.state_scale(payload_scale)
-    current = torch.from_numpy(rng.normal(0, 1, (8, 5, 300)) * rng.choice([0.5, 2000.0, 4000.0], (1, 1, 300))).float()
+    current = torch.from_numpy(rng.normal(0, 1, (8, 5, 300)) * rng.choice(sizes, (1, 1, 300))).float()
     current = torch.round(current * scale) / scale
     dv = torch.from_numpy(rng.integers(0, 4096, 8))
     voltage, spikes, state = fx.chip_dynamics(current, dv, threshold, payload_scale)
@@ -154,7 +157,26 @@ def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_sca
         s = (v > threshold).float()
         u = v * (1 - s)
         assert torch.equal(voltage[t], v) and torch.equal(spikes[t], s) and torch.equal(state[t], u), f"step {t}"
-    assert spikes.any() and (voltage.abs() * scale >= kernel.VOLTAGE_LIMIT).any(), "no spike or no saturation"
+    peak = voltage.abs().max() * scale
+    assert spikes.any() and (peak >= kernel.VOLTAGE_LIMIT if max(sizes) > 1000 else peak > kernel.VOLTAGE_LIMIT / 64)
+
+
+
+@pytest.mark.parametrize("margin", [0, 1, 2])
+def test_chip_dynamics_saturates_exactly_at_the_edge_of_the_skip(margin):
+    """A silent neuron without leak sums its drive d: T*d. d = limit // T - 1 is the largest drive for which
+    the saturation is skipped; one more takes the clamp without needing it, two more saturate at the last step."""
+    from loihi_stable import fixed_point as fx
+
+    steps, limit = 8, kernel.VOLTAGE_LIMIT
+    d = limit // steps - 1 + margin
+    current = torch.tensor([d, -d], dtype=torch.float64).expand(steps, 1, 2).contiguous()
+    voltage, spikes, _ = fx.chip_dynamics(current, torch.zeros(steps, dtype=torch.long), 1e9, scale=1)
+    v = torch.zeros(1, 2, dtype=torch.float64)
+    for t in range(steps):
+        v = fx.kernel.voltage_step(v, current[t], 0)
+        assert torch.equal(voltage[t], v), (t, voltage[t], v)
+    assert not spikes.any() and (voltage[-1].abs().max() == limit) == (margin == 2)
 
 
 @pytest.mark.parametrize("weights", ["trained", "8-bit extremes"])
