@@ -106,7 +106,7 @@ def chip_voltage_step(u: torch.Tensor, dv: torch.Tensor, current: torch.Tensor,
 
 
 def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, payload_scale: int = 1,
-                  bias: torch.Tensor | None = None, scale: int | None = None):
+                  bias: torch.Tensor | None = None, scale: int | None = None, voltages: bool = True):
     """All T steps (time-major, ``current`` (T, ...)) of the bit-exact voltage update with spikes and
     hard reset: (voltage, spikes, voltage after reset) in the dtype of ``current``.
 
@@ -115,7 +115,7 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     decay is one multiply and a trunc, and the current's 24-bit wrap and the voltage's saturation are skipped
     when no current of the layer can reach them (one check per layer). Step by step, so each step's tensors stay in cache. The grid
     model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
-    added after the current's wrap, as Lava adds it).
+    added after the current's wrap, as Lava adds it). ``voltages=False``: the spikes alone, (None, spikes, None).
     """
     scale = state_scale(payload_scale) if scale is None else scale
     may_wrap = may_saturate = False
@@ -153,4 +153,6 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
             return torch.mul(values, 1.0 / scale, out=out)
         return torch.div(values, scale, out=out)
 
+    if not voltages:  # a query wants the spikes alone: two conversions of T x batch x neurons saved
+        return None, fired.to(current.dtype), None
     return to_units(v_pre), fired.to(current.dtype), to_units(v_post)

@@ -40,14 +40,15 @@ def triangle_spike(voltage: torch.Tensor, threshold: float, width: float = 1.0) 
 
 
 def spike_dynamics(current: torch.Tensor, decay: torch.Tensor, threshold: float, dv: torch.Tensor | None = None,
-                   payload_scale: int = 1, bias=None, scale=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   payload_scale: int = 1, bias=None, scale=None, voltages: bool = True):
     """All T steps of a layer, time-major (``current`` (T, ...), contiguous): (voltage, spikes, state after reset).
 
     With ``dv`` the chip's integers (``fixed_point.chip_dynamics``: one conversion per layer), else float.
     Results are written in place (out=), spikes straight as floats, to keep each step at three passes.
+    ``voltages=False`` lets the chip path skip converting what a caller that wants only spikes drops.
     """
     if dv is not None:
-        return fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale)
+        return fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale, voltages)
     voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
     u = torch.zeros_like(current[0])
     for t in range(current.shape[0]):

@@ -46,7 +46,7 @@ def frozen_logits(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
                     current = current.expand(steps, *current.shape)
                 if gain is not None:
                     current = current * gain
-                _, h, _ = spike_dynamics(current.contiguous(), decay, threshold, dv, payload_scale)
+                _, h, _ = spike_dynamics(current.contiguous(), decay, threshold, dv, payload_scale, voltages=False)
             return F.linear(h, readout).mean(0)
 
     return logits
