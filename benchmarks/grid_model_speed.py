@@ -34,7 +34,7 @@ def integer_style_decay(x, d):
     return torch.sign(kept) * torch.div(kept.abs(), kernel.DECAY_UNITY, rounding_mode="floor")
 
 
-def per_step_dynamics(current, dv, threshold, payload_scale=1, bias=None, scale=None):
+def per_step_dynamics(current, dv, threshold, payload_scale=1, bias=None, scale=None, voltages=True):
     """The chip path as it was: one chip_voltage_step per step, in and out of float64 each time."""
     voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
     u = torch.zeros_like(current[0])
