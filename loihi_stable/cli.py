@@ -547,8 +547,13 @@ def main() -> None:
         say(interrupts.message())
         code = 130
     finally:
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while True:  # signal.signal is Python code: a Ctrl-C can land inside it, and is as late as any other
+            try:
+                if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                break
+            except KeyboardInterrupt:
+                pass
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -233,3 +233,36 @@ def test_a_ctrl_c_as_a_bar_closes_leaves_no_line_open():
     finally:
         signal.signal(signal.SIGINT, previous)
         interrupts.install()
+
+
+def test_a_ctrl_c_as_the_command_exits_changes_nothing(monkeypatch):
+    """A Ctrl-C that lands while the finished command stops listening for more (inside signal.signal, which
+    is Python code) is ignored like any later one: no traceback, the command's own exit code."""
+    from loihi_stable import cli, interrupts
+
+    previous = signal.getsignal(signal.SIGINT)
+    lookup = signal.getsignal
+    finished, landed = [], []
+
+    def finished_command(**_):
+        interrupts.install()  # as every command does
+        finished.append(True)
+        return 0
+
+    def ctrl_c_first(signum):
+        if finished and not landed:
+            landed.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return lookup(signum)
+
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        monkeypatch.setattr(cli, "app", finished_command)
+        monkeypatch.setattr(signal, "getsignal", ctrl_c_first)
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+        assert exit_.value.code == 0 and landed
+        assert lookup(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupts.install()
