@@ -113,8 +113,8 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     The same values as T calls of ``chip_voltage_step`` with the spike test in the float model's dtype,
     with fewer passes per step: the state stays in float64 integers between steps (no round trip), the
     decay is one multiply and a trunc, and the current's 24-bit wrap and the voltage's saturation are skipped
-    when no current of the layer can reach them (one check per layer). Step by step, so each step's tensors stay in cache. The grid
-    model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
+    when no current of the layer can reach them (one check per layer). Step by step, so each step's tensors
+    stay in cache. The grid model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
     added after the current's wrap, as Lava adds it). ``voltages=False``: the spikes alone, (None, spikes, None).
     """
     scale = state_scale(payload_scale) if scale is None else scale
