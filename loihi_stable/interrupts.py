@@ -115,11 +115,7 @@ def deferred():
 
     Already interrupted: the block does not start.
     """
-    global _deferring
     check()
-    _deferring += 1
-    try:
+    with held():
         yield
-    finally:
-        _deferring -= 1
     check()
