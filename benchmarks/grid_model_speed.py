@@ -7,7 +7,7 @@ arithmetic; the float twin is the same model in float arithmetic; "per-step refe
 the chip arithmetic as it was two releases ago (float32 -> float64 -> round -> float32 on every step,
 ``fixed_point.chip_voltage_step``, and the leak as sign/abs/floor-divide), patched in for the run; "slayer's
 synapse" runs each Dense synapse as slayer does (a 1x1x1 conv3d, what ``blocks.dense_sum`` replaced).
-Times are medians; one torch thread.
+Times are medians; one torch thread. With parameters frozen: an attack's pass (the input's gradient only).
 ``--compile`` adds the grid model under ``torch.compile`` (inductor, CPU), its compile time, and whether its
 logits equal the eager model's.
 """
@@ -34,7 +34,7 @@ def integer_style_decay(x, d):
     return torch.sign(kept) * torch.div(kept.abs(), kernel.DECAY_UNITY, rounding_mode="floor")
 
 
-def per_step_dynamics(current, dv, threshold, payload_scale=1, bias=None, scale=None, voltages=True):
+def per_step_dynamics(current, dv, threshold, payload_scale=1, bias=None, scale=None, voltages=True, states=True):
     """The chip path as it was: one chip_voltage_step per step, in and out of float64 each time."""
     voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
     u = torch.zeros_like(current[0])
@@ -71,6 +71,13 @@ def main() -> None:
     with model.arithmetic("float"):
         float_twin = seconds(model, x, y, args.repeats)
     grid = seconds(model, x, y, args.repeats)
+    for p in model.parameters():  # an attack's pass: the input's gradient only (what the attack suites run)
+        p.requires_grad_(False)
+    with model.arithmetic("float"):
+        float_attack = seconds(model, x, y, args.repeats)
+    grid_attack = seconds(model, x, y, args.repeats)
+    for p in model.parameters():
+        p.requires_grad_(True)
     fast, decay, synapse_sum = fx.chip_dynamics, kernel.decay, blocks.dense_sum
     try:
         blocks.dense_sum = slayer_synapse
@@ -83,6 +90,9 @@ def main() -> None:
         fx.chip_dynamics, kernel.decay, blocks.dense_sum = fast, decay, synapse_sum
     rows = [["float twin (float arithmetic)", f"{1e3 * float_twin:.1f}", "1.00"],
             ["grid model (chip arithmetic)", f"{1e3 * grid:.1f}", f"{grid / float_twin:.2f}"],
+            ["float twin, parameters frozen (an attack's pass)", f"{1e3 * float_attack:.1f}", "1.00"],
+            ["grid model, parameters frozen (x the frozen float twin)", f"{1e3 * grid_attack:.1f}",
+             f"{grid_attack / float_attack:.2f}"],
             ["float twin, slayer's synapse (conv3d)", f"{1e3 * float_slayer:.1f}", f"{float_slayer / float_twin:.2f}"],
             ["grid model, slayer's synapse (conv3d)", f"{1e3 * grid_slayer:.1f}", f"{grid_slayer / float_twin:.2f}"],
             ["grid model, slayer's synapse, per-step chip path", f"{1e3 * before:.1f}", f"{before / float_twin:.2f}"]]

@@ -106,7 +106,8 @@ def chip_voltage_step(u: torch.Tensor, dv: torch.Tensor, current: torch.Tensor,
 
 
 def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, payload_scale: int = 1,
-                  bias: torch.Tensor | None = None, scale: int | None = None, voltages: bool = True):
+                  bias: torch.Tensor | None = None, scale: int | None = None, voltages: bool = True,
+                  states: bool = True):
     """All T steps (time-major, ``current`` (T, ...)) of the bit-exact voltage update with spikes and
     hard reset: (voltage, spikes, voltage after reset) in the dtype of ``current``.
 
@@ -115,7 +116,8 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     decay is one multiply and a trunc, and the current's 24-bit wrap and the voltage's saturation are skipped
     when no current of the layer can reach them (one check per layer). Step by step, so each step's tensors
     stay in cache. The grid model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
-    added after the current's wrap, as Lava adds it). ``voltages=False``: the spikes alone, (None, spikes, None).
+    added after the current's wrap, as Lava adds it). ``voltages=False``: the spikes alone, (None, spikes, None); ``states=False``: no
+    voltage after reset, (voltage, spikes, None) (only a gradient for the decay reads it).
     """
     scale = state_scale(payload_scale) if scale is None else scale
     may_wrap = may_saturate = False
@@ -128,18 +130,24 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
         drive_peak = min(peak + 1, kernel.WRAP) + (float(bias.abs().max()) if bias is not None and bias.numel() else 0)
         may_saturate = drive_peak * current.shape[0] > kernel.VOLTAGE_LIMIT
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
-    # the parts that do not depend on the state run once on all T steps; the loop keeps the six that do
-    drive = torch.mul(current, scale, out=torch.empty_like(current, dtype=torch.float64)).round_()
+    # a drive the same at every step (a first layer fed one image T times: an expanded view, stride 0 in time)
+    # is converted once; otherwise the parts that do not depend on the state run once on all T steps
+    constant = current.dim() > 1 and current.shape[0] > 1 and current.stride(0) == 0 and bias is None
+    source = current[:1] if constant else current
+    drive = torch.mul(source, scale, out=torch.empty_like(source, dtype=torch.float64)).round_()
     if may_wrap:
         drive = kernel.wrap_current(drive)
     if bias is not None:
         drive.add_(bias)
-    v_pre, fired, v_post = drive, torch.empty_like(drive), torch.empty_like(drive)  # v_pre[t] starts as drive[t]
-    v, leak = torch.zeros_like(drive[0]), torch.empty_like(drive[0])
-    for d, pre, spike, post in zip(dv.tolist(), v_pre.unbind(0), fired.unbind(0), v_post.unbind(0)):
+    shape = current.shape
+    v_pre = torch.empty(shape, dtype=torch.float64, device=current.device) if constant else drive  # starts as drive[t]
+    fired, v_post = torch.empty_like(v_pre), torch.empty_like(v_pre)
+    drives = drive.expand(shape).unbind(0) if constant else v_pre.unbind(0)
+    v, leak = torch.zeros_like(v_pre[0]), torch.empty_like(v_pre[0])
+    for d, step_drive, pre, spike, post in zip(dv.tolist(), drives, v_pre.unbind(0), fired.unbind(0), v_post.unbind(0)):
         # kernel.voltage_step: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
         torch.mul(v, (kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY, out=leak).trunc_()
-        pre.add_(leak)
+        torch.add(step_drive, leak, out=pre)
         if may_saturate:
             pre.clamp_(-kernel.VOLTAGE_LIMIT, kernel.VOLTAGE_LIMIT)
         torch.gt(pre, threshold_units, out=spike)  # spikes as floats: boolean tensors are slow on the CPU
@@ -149,10 +157,12 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
         if scale == 1:
             return values.to(current.dtype)
         out = torch.empty_like(current)
-        if isinstance(scale, int) and scale & (scale - 1) == 0:  # a power of two: multiplying by 2^-k is the division, exactly, and faster
-            return torch.mul(values, 1.0 / scale, out=out)
+        if isinstance(scale, int) and scale & (scale - 1) == 0:
+            # a power of two: multiplying by 2^-k is the division, exactly; and the copy first is exact too
+            # (integers below 2^24, the saturation's bound, fit float32): half the time of a mixed-dtype op
+            return out.copy_(values).mul_(1.0 / scale)
         return torch.div(values, scale, out=out)
 
     if not voltages:  # a query wants the spikes alone: two conversions of T x batch x neurons saved
         return None, fired.to(current.dtype), None
-    return to_units(v_pre), fired.to(current.dtype), to_units(v_post)
+    return to_units(v_pre), fired.to(current.dtype), to_units(v_post) if states else None

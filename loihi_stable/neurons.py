@@ -40,15 +40,17 @@ def triangle_spike(voltage: torch.Tensor, threshold: float, width: float = 1.0) 
 
 
 def spike_dynamics(current: torch.Tensor, decay: torch.Tensor, threshold: float, dv: torch.Tensor | None = None,
-                   payload_scale: int = 1, bias=None, scale=None, voltages: bool = True):
-    """All T steps of a layer, time-major (``current`` (T, ...), contiguous): (voltage, spikes, state after reset).
+                   payload_scale: int = 1, bias=None, scale=None, voltages: bool = True, states: bool = True):
+    """All T steps of a layer, time-major (``current`` (T, ...), contiguous, or a view constant in time: stride 0):
+    (voltage, spikes, state after reset).
 
     With ``dv`` the chip's integers (``fixed_point.chip_dynamics``: one conversion per layer), else float.
     Results are written in place (out=), spikes straight as floats, to keep each step at three passes.
-    ``voltages=False`` lets the chip path skip converting what a caller that wants only spikes drops.
+    ``voltages=False`` (``states=False``) lets the chip path skip converting what a caller that wants only spikes
+    (no state after reset) drops.
     """
     if dv is not None:
-        return fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale, voltages)
+        return fx.chip_dynamics(current, dv, threshold, payload_scale, bias, scale, voltages, states)
     voltage, state, spike = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
     u = torch.zeros_like(current[0])
     for t in range(current.shape[0]):
@@ -69,8 +71,12 @@ class FusedDynamics(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # dynamics stay fp32 under AMP
     def forward(ctx, current, decay, threshold, width, dv, payload_scale=1, backward=None, bias=None, scale=None):
-        current = current.movedim(-1, 0).contiguous()
-        voltage, spike, state = spike_dynamics(current, decay, threshold, dv, payload_scale, bias, scale)
+        current = current.movedim(-1, 0)
+        if current.stride(0) != 0:  # an input the same at every step stays one view (its drive computed once)
+            current = current.contiguous()
+        # the state after reset serves only the decay's gradient (training); attacks freeze the decay
+        voltage, spike, state = spike_dynamics(current, decay, threshold, dv, payload_scale, bias, scale,
+                                               states=ctx.needs_input_grad[1])
         ctx.save_for_backward(voltage, spike, state, decay, current if backward is not None else None)
         ctx.threshold, ctx.width, ctx.backward = threshold, width, backward
         ctx.mark_non_differentiable(voltage)

@@ -137,18 +137,22 @@ def test_float_decay_is_the_integer_decay():
         assert torch.equal(kernel.decay(x.double(), torch.tensor(float(d))), kernel.decay(x, d).double())
 
 
+@pytest.mark.parametrize("constant", [False, True], ids=["changing", "constant-in-time"])
 @pytest.mark.parametrize("threshold, payload_scale, sizes", [(1.0, 1, [0.5, 2000.0, 4000.0]), (0.1, 64, [0.5, 2000.0, 4000.0]),
                                                               (1.3, 1, [0.5, 2000.0, 4000.0]), (1.0, 1, [0.5, 20.0])])
-def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_scale, sizes):
+def test_chip_dynamics_is_the_step_by_step_voltage_update(threshold, payload_scale, sizes, constant):
     """Currents large enough to wrap and voltages that saturate, a threshold not exact in float32; and
     voltages that come within 2x of the saturation without a current that could reach it (the clamp is
-    skipped there)."""
+    skipped there). Constant in time: a first layer's current, one image expanded over T (its drive converted once)."""
     from loihi_stable import fixed_point as fx
 
     rng = np.random.default_rng(0)
     scale = fx.state_scale(payload_scale)
     current = torch.from_numpy(rng.normal(0, 1, (8, 5, 300)) * rng.choice(sizes, (1, 1, 300))).float()
     current = torch.round(current * scale) / scale
+    if constant:
+        current = current[:1].expand(8, 5, 300)
+        assert current.stride(0) == 0
     dv = torch.from_numpy(rng.integers(0, 4096, 8))
     voltage, spikes, state = fx.chip_dynamics(current, dv, threshold, payload_scale)
     u = torch.zeros_like(current[0])

@@ -43,10 +43,10 @@ def frozen_logits(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
             for i, (weight, decay, threshold, payload_scale, dv, gain) in enumerate(layers):
                 current = F.linear(h, weight)
                 if i == 0:
-                    current = current.expand(steps, *current.shape)
+                    current = current.expand(steps, *current.shape)  # one view: its drive converted once
                 if gain is not None:
                     current = current * gain
-                _, h, _ = spike_dynamics(current.contiguous(), decay, threshold, dv, payload_scale, voltages=False)
+                _, h, _ = spike_dynamics(current, decay, threshold, dv, payload_scale, voltages=False)
             return F.linear(h, readout).mean(0)
 
     return logits
