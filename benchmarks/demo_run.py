@@ -28,27 +28,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = "import sys; from loihi_stable.cli import main; sys.argv[0] = 'loihi-stable'; main()"
 
 
-def loihi_stable(code: Path, *args: str) -> float:
+def command_seconds(code: Path, *args: str) -> float:
     """Seconds one command of the code checked out at ``code`` takes (its output kept out of the table)."""
     env = {**USER_ENVIRONMENT, "PYTHONPATH": str(code)}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", CLI, *args], cwd=code, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"error: {' '.join(args[:1])} at {code} failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"error: {args[0]} with the code at {code} failed: {last}")
     return time.perf_counter() - start
 
 
 def demo_model(code: Path, folder: Path, epochs: int) -> Path:
     """The demo's train and export with the code at ``code``: the .net file its run reads."""
     model, net = folder / "model.pt", folder / "model.net"
-    loihi_stable(code, "train", "--dataset", "digits", "--neuron", "dlif", "--perturb", "rfgsm", "--rho", "1.0",
-                 "--epochs", str(epochs), "--out", str(model))
-    loihi_stable(code, "export", "--to", "netx", str(model), "-o", str(net))
+    command_seconds(code, "train", "--dataset", "digits", "--neuron", "dlif", "--perturb", "rfgsm", "--rho", "1.0",
+                    "--epochs", str(epochs), "--out", str(model))
+    command_seconds(code, "export", "--to", "netx", str(model), "-o", str(net))
     return net
 
 
 def run_seconds(code: Path, net: Path, suite: str) -> float:
-    return loihi_stable(code, "run", "--backend", "Loihi2SimCfg", "--attack", suite, "--eps", "8/255",
+    return command_seconds(code, "run", "--backend", "Loihi2SimCfg", "--attack", suite, "--eps", "8/255",
                         "--json", str(net.with_suffix(f".{suite}.json")), str(net))
 
 

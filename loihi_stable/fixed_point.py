@@ -132,7 +132,7 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
     # a drive the same at every step (a first layer fed one image T times: an expanded view, stride 0 in time)
     # is converted once; otherwise the parts that do not depend on the state run once on all T steps
-    constant = current.dim() > 1 and current.shape[0] > 1 and current.stride(0) == 0 and bias is None
+    constant = current.shape[0] > 1 and current.stride(0) == 0 and bias is None
     source = current[:1] if constant else current
     drive = torch.mul(source, scale, out=torch.empty_like(source, dtype=torch.float64)).round_()
     if may_wrap:
