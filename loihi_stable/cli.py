@@ -22,6 +22,8 @@ class OneLineErrors(TyperGroup):
     ``error:`` line and exit code 2, like every other bad input, instead of click's framed box."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _said
+        _said = False
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
@@ -35,6 +37,8 @@ class OneLineErrors(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):  # a Ctrl-C before a command took over SIGINT (imports, parsing)
             say(interrupts.message())
             code = 130
+        if code == 130 and not _said:  # typer makes a Ctrl-C just after the command's end a silent exit 130
+            code = report_interrupt(interrupts.message())
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
@@ -73,14 +77,30 @@ def check_limit(limit: Optional[int]) -> None:
     guards.integer("--limit", limit, 1)
 
 
+_said = False  # whether the command's last line has been said (nobody else may add one)
+
+
 def say(line: str) -> None:
     """The command's last line on stderr (an error or the interrupt): open progress bars end first. Under
     torchrun only rank 0 says it (every rank meets the same error or interrupt)."""
+    global _said
     from .progress import close_all
 
+    _said = True
     close_all()
     if sharding.is_main():
         typer.echo(line, err=True)
+
+
+def report_interrupt(line: str) -> int:
+    """Say the interrupt's line; the exit code: 130, or 143 where torchrun stopped this worker (there
+    loihi-stable-torchrun may ask for silence, as it names the worker that failed)."""
+    if interrupts.stopped_by_launcher():
+        if not os.environ.get(QUIET_STOP):
+            say(interrupts.message())
+        return 143
+    say(line)
+    return 130
 
 
 def friendly_errors(command):
@@ -95,12 +115,8 @@ def friendly_errors(command):
             raise
         except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
             if isinstance(err, KeyboardInterrupt) or interrupts.received():
-                if interrupts.stopped_by_launcher():  # loihi-stable-torchrun names the worker that failed
-                    if not os.environ.get(QUIET_STOP):
-                        say(interrupts.message())
-                    raise typer.Exit(143) from None
-                say(str(err) if isinstance(err, interrupts.Interrupted) else interrupts.message())
-                raise typer.Exit(130) from None
+                line = str(err) if isinstance(err, interrupts.Interrupted) else interrupts.message()
+                raise typer.Exit(report_interrupt(line)) from None
             if isinstance(err, UserError):
                 say(f"error: {err}")
                 raise typer.Exit(2) from None
