@@ -10,7 +10,7 @@ from loihi_stable import surrogates
 from loihi_stable.attacks import APGD, AdaptiveSurrogate, make_attack
 from loihi_stable.cli import app
 from loihi_stable.errors import UserError
-from loihi_stable.neurons import DLIF, FusedDynamics
+from loihi_stable.neurons import FusedDynamics
 from loihi_stable.surrogates import Backward
 
 EVERY = [*surrogates.search_space(sharpness=(0.25, 1.0, 4.0)), Backward("triangle", 2.0)]

@@ -2,7 +2,6 @@
 import gzip
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
