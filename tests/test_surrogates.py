@@ -168,6 +168,21 @@ def test_the_adaptive_attack_reports_what_each_backward_broke(dlif_model, digits
     assert broken == sum(summary["broken"].values())  # every sample counted once, by the real forward
 
 
+def test_a_wider_final_stage_only_adds_to_the_narrower_one(dlif_model, digits):
+    """top_k attacks through the best k backwards in rank order, same seeds: every sample the best 2 break,
+    the best 4 break too (the default's 5 over 3 relies on it)."""
+    x, y = digits[1].x[:64], digits[1].y[:64]
+    options = dict(eps=16 / 255, steps=5, search_steps=3, calibration=16, sharpness=[1.0, 4.0],
+                   shapes=["triangle", "arctan", "sigmoid"])
+    narrow, wide = (AdaptiveSurrogate(dlif_model, top_k=k, **options) for k in (2, 4))
+    with torch.no_grad():
+        broken_narrow = dlif_model(narrow(x, y)).argmax(1) != y
+        broken_wide = dlif_model(wide(x, y)).argmax(1) != y
+    assert broken_narrow.any() and not (broken_narrow & ~broken_wide).any()
+    assert narrow.summary()["chosen"] == wide.summary()["chosen"][:2]
+    assert all(wide.summary()["broken"].get(key, 0) == n for key, n in narrow.summary()["broken"].items())
+
+
 @pytest.mark.parametrize("spec", ["apgd-ce@sigmoid:4", "pgd10@rate", "fgsm@rectangle:0.5:detach",
                                   "apgd-t20@arctan", "fab-t10@exponential:2"])
 def test_attack_names_take_a_backward(dlif_model, spec):
