@@ -110,7 +110,9 @@ def friendly_errors(command):
         interrupts.install()
         keep_freed_memory()  # T-folded buffers reused, not page-faulted in again per step (allocator.py)
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            sharding.close()  # under torchrun: a process group left to the interpreter's exit can abort it
+            return result
         except typer.Exit:
             raise
         except BaseException as err:  # noqa: BLE001  (after a Ctrl-C, whatever a library raised is the interrupt)
