@@ -135,6 +135,4 @@ def train_to_files(out: Path, network: NetworkSettings, config: TrainConfig, dev
                 f"-> {out} (best), {files.last}, {out.with_suffix('')}.metrics.{{json,csv,png}}")
             if network.neuron == "dlif":
                 lines.append(describe_schedules(history[-1], network.leak))
-    if world > 1:
-        torch.distributed.destroy_process_group()
     return lines
