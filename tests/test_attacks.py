@@ -6,6 +6,7 @@ import torch
 
 from loihi_stable.attacks import APGD, FGSM, PGD, GaussianNoise, dlr_loss, load_suite, make_attack
 from loihi_stable.attacks.pgd import default_step_size
+from loihi_stable.attacks.registry import suite_description
 from loihi_stable.errors import UserError
 from loihi_stable.evaluation import evaluate
 
@@ -114,6 +115,9 @@ def test_suite_files(tmp_path, model):
         make_attack("cw", model, 8 / 255)
     with pytest.raises(UserError):
         load_suite(str(tmp_path / "missing.json"))
+    # where a number is printed, a suite file is called one, not "one attack"
+    assert "suite file" in suite_description(str(tmp_path / "s.json"))
+    assert suite_description("pgd").startswith("one attack")
 
 
 def test_evaluate_accepts_torchattacks_objects(model, batch):

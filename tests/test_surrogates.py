@@ -161,7 +161,9 @@ def test_the_adaptive_attack_reports_what_each_backward_broke(dlif_model, digits
     assert (adv - x).abs().max() <= 16 / 255 + 1e-6
     summary = attack.summary()
     assert len(summary["chosen"]) == 2 and summary["candidates"] == 2 * 2 * 2 + 1
-    assert set(summary["broken"]) <= {f"{a}@{b}" for a in ("apgd-ce", "apgd-dlr", "apgd-t") for b in summary["chosen"]}
+    restarted = [r["surrogate"] for r in summary["search"][: summary["restart_backwards"]]]
+    assert set(summary["broken"]) <= {f"{a}@{b}" for a in ("apgd-ce", "apgd-dlr", "apgd-t") for b in summary["chosen"]} \
+        | {f"restart {a}@{b}" for a in ("apgd-ce", "apgd-dlr") for b in restarted}
     with torch.no_grad():
         clean_ok = dlif_model(x).argmax(1) == y
         broken = int((clean_ok & (dlif_model(adv).argmax(1) != y)).sum())
@@ -173,7 +175,7 @@ def test_a_wider_final_stage_only_adds_to_the_narrower_one(dlif_model, digits):
     the best 4 break too (the default's 5 over 3 relies on it)."""
     x, y = digits[1].x[:64], digits[1].y[:64]
     options = dict(eps=16 / 255, steps=5, search_steps=3, calibration=16, sharpness=[1.0, 4.0],
-                   shapes=["triangle", "arctan", "sigmoid"])
+                   shapes=["triangle", "arctan", "sigmoid"], borderline=0)
     narrow, wide = (AdaptiveSurrogate(dlif_model, top_k=k, **options) for k in (2, 4))
     with torch.no_grad():
         broken_narrow = dlif_model(narrow(x, y)).argmax(1) != y
@@ -181,6 +183,24 @@ def test_a_wider_final_stage_only_adds_to_the_narrower_one(dlif_model, digits):
     assert broken_narrow.any() and not (broken_narrow & ~broken_wide).any()
     assert narrow.summary()["chosen"] == wide.summary()["chosen"][:2]
     assert all(wide.summary()["broken"].get(key, 0) == n for key, n in narrow.summary()["broken"].items())
+
+
+def test_restarts_on_the_borderline_only_add(dlif_model, digits):
+    """The restarts run after the top_k stage, on the samples it left robust closest to the boundary: they
+    can break more, never less, and attack no more samples than the borderline fraction."""
+    x, y = digits[1].x[:64], digits[1].y[:64]
+    options = dict(eps=12 / 255, steps=5, search_steps=3, calibration=16, sharpness=[1.0, 4.0], top_k=1,
+                   shapes=["triangle", "arctan"], restart_backwards=3)
+    without, every = (AdaptiveSurrogate(dlif_model, borderline=b, **options) for b in (0.0, 1.0))
+    with torch.no_grad():
+        broken_without = dlif_model(without(x, y)).argmax(1) != y
+        broken_every = dlif_model(every(x, y)).argmax(1) != y
+    assert not (broken_without & ~broken_every).any()
+    assert not any(k.startswith("restart") for k in without.summary()["broken"])
+    restarted = {k for k in every.summary()["broken"] if k.startswith("restart")}
+    assert restarted and len(restarted) <= 2 * 3
+    with pytest.raises(ValueError, match="borderline"):
+        AdaptiveSurrogate(dlif_model, borderline=1.5)
 
 
 @pytest.mark.parametrize("spec", ["apgd-ce@sigmoid:4", "pgd10@rate", "fgsm@rectangle:0.5:detach",

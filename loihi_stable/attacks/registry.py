@@ -44,7 +44,8 @@ ATTACK_NAMES = ("fgsm, pgd<steps> (e.g. pgd10), apgd-ce[steps], apgd-dlr[steps],
                 "as <attack>@<shape>[:sharpness][:detach], e.g. apgd-ce100@sigmoid:4 (shapes: "
                 f"{', '.join(surrogates.SHAPES)})")
 MAX_STEPS = 10_000           # an attack of more iterations is a typo, not an evaluation
-COUNTS = ("steps", "n_restarts", "n_queries", "n_target_classes", "search_steps", "calibration", "top_k")
+COUNTS = ("steps", "n_restarts", "n_queries", "n_target_classes", "search_steps", "calibration", "top_k",
+          "restart_backwards")
 
 
 def make_attack(spec: str | dict, model, eps: float):
@@ -162,7 +163,9 @@ def suite_description(name: str) -> str:
     return {"snn-adaptive": "the strong suite: AutoAttack, then APGD-CE/DLR/T through the spike backwards searched "
                             "for this model",
             "autoattack": "AutoAttack, through the training surrogate only (weaker on SNNs than snn-adaptive)",
-            "fast": "a cheap suite", "standard": "the paper's Table 1 attacks"}.get(name, "one attack, not a strong suite")
+            "fast": "a cheap suite", "standard": "the paper's Table 1 attacks"}.get(
+        name, "the attacks of a suite file: as strong as they are" if Path(name).is_file() else
+        "one attack, not a strong suite")
 
 
 def load_suite(suite: str) -> list:
