@@ -6,7 +6,8 @@ The demo network (DLIF 64-128-64-10, T=8, digits): the grid model is the QAT mod
 arithmetic; the float twin is the same model in float arithmetic; "per-step reference" is
 the chip arithmetic as it was two releases ago (float32 -> float64 -> round -> float32 on every step,
 ``fixed_point.chip_voltage_step``, and the leak as sign/abs/floor-divide), patched in for the run; "slayer's
-synapse" runs each Dense synapse as slayer does (a 1x1x1 conv3d, what ``blocks.dense_sum`` replaced).
+synapse" runs each Dense synapse as slayer does (a 1x1x1 conv3d, what ``blocks.dense_sum`` replaced);
+"torch's trunc_" the leak's rounding as it was before ``chip_kernel.truncate_``.
 Times are medians; one torch thread. With parameters frozen: an attack's pass (the input's gradient only).
 ``--compile`` adds the grid model under ``torch.compile`` (inductor, CPU), its compile time, and whether its
 logits equal the eager model's.
@@ -78,8 +79,11 @@ def main() -> None:
     grid_attack = seconds(model, x, y, args.repeats)
     for p in model.parameters():
         p.requires_grad_(True)
-    fast, decay, synapse_sum = fx.chip_dynamics, kernel.decay, blocks.dense_sum
+    fast, decay, synapse_sum, truncate_ = fx.chip_dynamics, kernel.decay, blocks.dense_sum, kernel.truncate_
     try:
+        kernel.truncate_ = torch.Tensor.trunc_  # torch's own trunc: what chip_kernel.truncate_ replaced
+        grid_trunc = seconds(model, x, y, args.repeats)
+        kernel.truncate_ = truncate_
         blocks.dense_sum = slayer_synapse
         with model.arithmetic("float"):
             float_slayer = seconds(model, x, y, args.repeats)
@@ -87,9 +91,11 @@ def main() -> None:
         fx.chip_dynamics, kernel.decay = per_step_dynamics, integer_style_decay
         before = seconds(model, x, y, args.repeats)
     finally:
-        fx.chip_dynamics, kernel.decay, blocks.dense_sum = fast, decay, synapse_sum
+        fx.chip_dynamics, kernel.decay, blocks.dense_sum, kernel.truncate_ = fast, decay, synapse_sum, truncate_
     rows = [["float twin (float arithmetic)", f"{1e3 * float_twin:.1f}", "1.00"],
             ["grid model (chip arithmetic)", f"{1e3 * grid:.1f}", f"{grid / float_twin:.2f}"],
+            ["grid model, torch's trunc_ (before chip_kernel.truncate_)", f"{1e3 * grid_trunc:.1f}",
+             f"{grid_trunc / float_twin:.2f}"],
             ["float twin, parameters frozen (an attack's pass)", f"{1e3 * float_attack:.1f}", "1.00"],
             ["grid model, parameters frozen (x the frozen float twin)", f"{1e3 * grid_attack:.1f}",
              f"{grid_attack / float_attack:.2f}"],

@@ -74,6 +74,13 @@ class CubaNeuron:
                    type=kind.decode() if isinstance(kind, bytes) else str(kind))
 
 
+def truncate_(x: torch.Tensor) -> torch.Tensor:
+    """x rounded toward zero, in place. Not ``trunc_``: torch's CPU trunc (and remainder) kernels are not
+    vectorized, 4-8x slower than division's trunc rounding (``benchmarks/grid_model_speed.py`` prints both);
+    x / 1 is exact, so the values are the same."""
+    return x.div_(1.0, rounding_mode="trunc")
+
+
 def decay(x: torch.Tensor, d) -> torch.Tensor:
     """sign(x (4096 - d)) * (|x (4096 - d)| >> 12): the leak, truncating toward zero.
 
@@ -81,9 +88,21 @@ def decay(x: torch.Tensor, d) -> torch.Tensor:
     a 12-bit fraction, so x (4096 - d) / 4096 is computed without rounding.
     """
     if x.is_floating_point():
-        return torch.trunc(x * ((DECAY_UNITY - d) / DECAY_UNITY))
+        return truncate_(x * ((DECAY_UNITY - d) / DECAY_UNITY))
     kept = x * (DECAY_UNITY - d)
     return torch.sign(kept) * torch.div(kept.abs(), DECAY_UNITY, rounding_mode="floor")
+
+
+def decay_float32_(v: torch.Tensor, keep: float, out: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """trunc(v keep / 4096) into ``out`` in float32 arithmetic, exact for integer |v| < 2^23 (the saturated
+    voltage), where the one product v keep would need 35 bits: v = 4096 h + l with h = trunc(v / 4096) and
+    |l| < 4096 of v's sign, so the result is h keep + trunc(l keep / 4096), every term an integer (or a 12-bit
+    fraction) below 2^24 (keep = 4096 - dv). Half the time of the float64 product on the CPU, and no float64
+    state to convert to and from."""
+    torch.div(v, DECAY_UNITY, rounding_mode="trunc", out=high)
+    torch.sub(v, high, alpha=DECAY_UNITY, out=out)
+    truncate_(out.mul_(keep / DECAY_UNITY))
+    return out.add_(high, alpha=keep)
 
 
 def activation_current(activation: torch.Tensor) -> torch.Tensor:
@@ -92,8 +111,11 @@ def activation_current(activation: torch.Tensor) -> torch.Tensor:
 
 
 def wrap_conv_activation(activation: torch.Tensor) -> torch.Tensor:
-    """Lava's conv synapse sends its sum as a signed 24-bit value (utils.signed_clamp): it wraps."""
-    return torch.remainder(activation + WRAP, 2 * WRAP) - WRAP
+    """Lava's conv synapse sends its sum as a signed 24-bit value (utils.signed_clamp): it wraps.
+
+    remainder(a + W, 2W) - W written as a - 2W floor((a + W) / 2W): the same integers (the division is by a
+    power of two, exact), without torch's slow CPU remainder (``truncate_``)."""
+    return activation - 2 * WRAP * torch.div(activation + WRAP, 2 * WRAP, rounding_mode="floor")
 
 
 def cannot_wrap(x: torch.Tensor) -> bool:

@@ -112,8 +112,8 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     hard reset: (voltage, spikes, voltage after reset) in the dtype of ``current``.
 
     The same values as T calls of ``chip_voltage_step`` with the spike test in the float model's dtype,
-    with fewer passes per step: the state stays in float64 integers between steps (no round trip), the
-    decay is one multiply and a trunc, and the current's 24-bit wrap and the voltage's saturation are skipped
+    with fewer passes per step: the state stays in exact integers between steps (no round trip; float32 when
+    the layer's drives are small enough, else float64), and the current's 24-bit wrap and the voltage's saturation are skipped
     when no current of the layer can reach them (one check per layer). Step by step, so each step's tensors
     stay in cache. The grid model of a file calls it in chip units (``scale`` 1, ``current`` = a << 6, ``bias`` = bias_mant << 6,
     added after the current's wrap, as Lava adds it). ``voltages=False``: the spikes alone, (None, spikes, None); ``states=False``: no
@@ -121,6 +121,7 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     """
     scale = state_scale(payload_scale) if scale is None else scale
     may_wrap = may_saturate = False
+    drive_peak = 0.0
     if current.numel():
         low, high = torch.aminmax(current)
         peak = float(torch.maximum(-low, high)) * scale
@@ -129,24 +130,32 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
         # limit, the 24-bit saturation cannot act and is skipped (one pass fewer per step)
         drive_peak = min(peak + 1, kernel.WRAP) + (float(bias.abs().max()) if bias is not None and bias.numel() else 0)
         may_saturate = drive_peak * current.shape[0] > kernel.VOLTAGE_LIMIT
+    # float32 holds every integer below 2^24: with drives below 2^23 (no wrap) a float32 model's state stays in
+    # float32, the leak split as kernel.decay_float32_ does; otherwise float64, where the leak is one product
+    power_of_two = isinstance(scale, int) and scale & (scale - 1) == 0
+    narrow = current.dtype == torch.float32 and not may_wrap and drive_peak <= kernel.WRAP and power_of_two
+    state_dtype = torch.float32 if narrow else torch.float64
     threshold_units = float(torch.tensor(threshold, dtype=current.dtype)) * scale  # the float model's comparison
     # a drive the same at every step (a first layer fed one image T times: an expanded view, stride 0 in time)
     # is converted once; otherwise the parts that do not depend on the state run once on all T steps
     constant = current.shape[0] > 1 and current.stride(0) == 0 and bias is None
     source = current[:1] if constant else current
-    drive = torch.mul(source, scale, out=torch.empty_like(source, dtype=torch.float64)).round_()
+    drive = torch.mul(source, scale, out=torch.empty_like(source, dtype=state_dtype)).round_()
     if may_wrap:
         drive = kernel.wrap_current(drive)
     if bias is not None:
         drive.add_(bias)
     shape = current.shape
-    v_pre = torch.empty(shape, dtype=torch.float64, device=current.device) if constant else drive  # starts as drive[t]
+    v_pre = torch.empty(shape, dtype=state_dtype, device=current.device) if constant else drive  # starts as drive[t]
     fired, v_post = torch.empty_like(v_pre), torch.empty_like(v_pre)
     drives = drive.expand(shape).unbind(0) if constant else v_pre.unbind(0)
-    v, leak = torch.zeros_like(v_pre[0]), torch.empty_like(v_pre[0])
+    v, leak, high_part = torch.zeros_like(v_pre[0]), torch.empty_like(v_pre[0]), torch.empty_like(v_pre[0])
     for d, step_drive, pre, spike, post in zip(dv.tolist(), drives, v_pre.unbind(0), fired.unbind(0), v_post.unbind(0)):
-        # kernel.voltage_step: clamp(decay(v, d) + drive), the decay as kernel.decay's float path
-        torch.mul(v, (kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY, out=leak).trunc_()
+        # kernel.voltage_step: clamp(decay(v, d) + drive)
+        if narrow:
+            kernel.decay_float32_(v, kernel.DECAY_UNITY - d, leak, high_part)
+        else:  # kernel.decay's float path
+            kernel.truncate_(torch.mul(v, (kernel.DECAY_UNITY - d) / kernel.DECAY_UNITY, out=leak))
         torch.add(step_drive, leak, out=pre)
         if may_saturate:
             pre.clamp_(-kernel.VOLTAGE_LIMIT, kernel.VOLTAGE_LIMIT)
@@ -154,11 +163,13 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
         v = torch.addcmul(pre, pre, spike, value=-1.0, out=post)  # the hard reset, v (1 - s)
 
     def to_units(values):  # back to the caller's units and dtype (chip units: a plain copy)
+        if narrow:  # our own buffer, already in the caller's dtype: 2^-k in place is exact
+            return values if scale == 1 else values.mul_(1.0 / scale)
         if scale == 1:
             return values.to(current.dtype)
         out = torch.empty_like(current)
-        if isinstance(scale, int) and scale & (scale - 1) == 0:
-            # a power of two: multiplying by 2^-k is the division, exactly; and the copy first is exact too
+        if power_of_two:
+            # multiplying by 2^-k is the division, exactly; and the copy first is exact too
             # (integers below 2^24, the saturation's bound, fit float32): half the time of a mixed-dtype op
             return out.copy_(values).mul_(1.0 / scale)
         return torch.div(values, scale, out=out)

@@ -137,6 +137,71 @@ def test_float_decay_is_the_integer_decay():
         assert torch.equal(kernel.decay(x.double(), torch.tensor(float(d))), kernel.decay(x, d).double())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+def test_fast_trunc_and_wrap_are_torchs_trunc_and_remainder(dtype):
+    """The division forms that replaced torch's slow CPU trunc_ and remainder, at halves of both signs,
+    the 24-bit wrap's edges and its multiples, and values far past it (2^40 where the type holds it)."""
+    w = kernel.WRAP
+    edges = [0, 1, -1, w - 1, w, w + 1, -w - 1, -w, -w + 1, 2 * w, -2 * w, 3 * w, -3 * w, 3 * w + 5, -3 * w - 5]
+    rng = np.random.default_rng(0)
+    x = torch.tensor(edges + [2 ** 40, -2 ** 40, 2 ** 40 + 3, -(2 ** 40) - 3], dtype=torch.int64)
+    x = torch.cat([x, torch.from_numpy(rng.integers(-8 * w, 8 * w, 5000))])
+    if dtype == torch.float32:  # float32 sums are used only where they stay below 2^24 (FLOAT32_EXACT)
+        x = x[(x + w).abs() <= 2 * w]
+    x = x.to(dtype)
+    assert torch.equal(kernel.wrap_conv_activation(x), torch.remainder(x + w, 2 * w) - w)
+    if dtype.is_floating_point:
+        halves = torch.tensor([0.5, -0.5, 1.5, -1.5, 2.999, -2.999, 1e-30, -1e-30, 4095.5, -4095.5], dtype=dtype)
+        y = torch.cat([x * 0.99, halves, torch.from_numpy(rng.normal(0, 1e4, 5000)).to(dtype)])
+        assert torch.equal(kernel.truncate_(y.clone()), torch.trunc(y))
+        assert torch.equal(torch.signbit(kernel.truncate_(y.clone())), torch.signbit(torch.trunc(y)))
+
+
+def test_float32_leak_is_the_integer_leak():
+    """kernel.decay_float32_ over the whole saturated voltage range and every kind of decay."""
+    limit = kernel.VOLTAGE_LIMIT
+    rng = np.random.default_rng(1)
+    edges = [0, 1, -1, 4095, -4095, 4096, -4096, 4097, -4097, limit, -limit, limit - 4096, -limit + 4096, 12345, -12345]
+    v = torch.from_numpy(np.concatenate([edges, rng.integers(-limit, limit + 1, 50000)]))
+    out, high = torch.empty(len(v)), torch.empty(len(v))
+    for d in [0, 1, 2, 41, 2047, 2048, 2049, 4094, 4095, 4096] + rng.integers(0, 4097, 40).tolist():
+        ours = kernel.decay_float32_(v.float(), kernel.DECAY_UNITY - d, out, high)
+        assert ours.dtype == torch.float32
+        assert torch.equal(ours.long(), kernel.decay(v, d)), d
+        assert torch.equal(ours.double(), kernel.decay(v.double(), float(d))), d
+
+
+@pytest.mark.parametrize("threshold, payload_scale", [(1.0, 1), (1.3, 1), (0.1, 64)])
+def test_chip_dynamics_float32_state_is_the_float64_state(threshold, payload_scale, monkeypatch):
+    """Drives up to the largest that keeps the state in float32 (2^23 - 1 units) over enough steps to
+    saturate, with the sharpest and no decay: the float32 state gives the float64 state's values."""
+    from loihi_stable import fixed_point as fx
+
+    decay_float32_ = kernel.decay_float32_
+    threshold = float(torch.tensor(threshold, dtype=torch.float32))  # the float model's threshold in both
+    scale = fx.state_scale(payload_scale)
+    rng = np.random.default_rng(2)
+    units = rng.integers(-(kernel.WRAP - 1), kernel.WRAP, (12, 4, 200)) * (rng.random((1, 1, 200)) < 0.5)
+    units = units + rng.integers(-3 * scale, 3 * scale, units.shape)  # and neurons near the threshold
+    units = np.clip(units, -(kernel.WRAP - 1), kernel.WRAP - 1)
+    units[0, 0, 0] = kernel.WRAP - 1
+    current = torch.from_numpy(units / scale).float()
+    assert torch.equal(current.double() * scale, torch.from_numpy(units).double())  # on the grid, exact
+    dv = torch.tensor([0, 4095, 1, 41, 2048, 0, 0, 100, 4096, 7, 0, 3000])
+    calls = []
+    monkeypatch.setattr(kernel, "decay_float32_", lambda *a: calls.append(1) or decay_float32_(*a))
+    narrow = fx.chip_dynamics(current, dv, threshold, payload_scale)
+    assert len(calls) == len(dv), "the float32 state was not used"
+    wide = fx.chip_dynamics(current.double(), dv, threshold, payload_scale)
+    assert len(calls) == len(dv)
+    over = fx.chip_dynamics(current * 1.01, dv, threshold, payload_scale)  # a drive past 2^23: float64 again
+    assert len(calls) == len(dv) and over[0].dtype == torch.float32
+    assert (narrow[0].abs() * scale).max() == kernel.VOLTAGE_LIMIT, "no saturation: the test would be vacuous"
+    assert 0 < narrow[1].mean() < 1
+    for a, b in zip(narrow, wide):
+        assert torch.equal(a.double(), b)
+
+
 @pytest.mark.parametrize("constant", [False, True], ids=["changing", "constant-in-time"])
 @pytest.mark.parametrize("threshold, payload_scale, sizes", [(1.0, 1, [0.5, 2000.0, 4000.0]), (0.1, 64, [0.5, 2000.0, 4000.0]),
                                                               (1.3, 1, [0.5, 2000.0, 4000.0]), (1.0, 1, [0.5, 20.0])])
