@@ -149,7 +149,8 @@ def chip_dynamics(current: torch.Tensor, dv: torch.Tensor, threshold: float, pay
     v_pre = torch.empty(shape, dtype=state_dtype, device=current.device) if constant else drive  # starts as drive[t]
     fired, v_post = torch.empty_like(v_pre), torch.empty_like(v_pre)
     drives = drive.expand(shape).unbind(0) if constant else v_pre.unbind(0)
-    v, leak, high_part = torch.zeros_like(v_pre[0]), torch.empty_like(v_pre[0]), torch.empty_like(v_pre[0])
+    v, leak = torch.zeros_like(v_pre[0]), torch.empty_like(v_pre[0])
+    high_part = torch.empty_like(leak) if narrow else None  # the float32 leak's 4096s
     for d, step_drive, pre, spike, post in zip(dv.tolist(), drives, v_pre.unbind(0), fired.unbind(0), v_post.unbind(0)):
         # kernel.voltage_step: clamp(decay(v, d) + drive)
         if narrow:
